@@ -1,0 +1,197 @@
+// kvtierd: the kvtier daemon. With no flags it serves on a Unix socket and 127.0.0.1 with
+// a data directory under the working directory (DESIGN.md §5). `--flagfile=FILE` reads
+// flags from a file.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <prometheus/exposer.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gpu/scorer.h"
+#include "server/metrics.h"
+#include "server/repair_pipeline.h"
+#include "server/service.h"
+#include "server/session_registry.h"
+#include "storage/tier.h"
+
+ABSL_FLAG(std::string, unix_socket, "kvtier-data/kvtierd.sock",
+          "Unix domain socket to serve on; empty disables it");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50551",
+          "TCP address to serve on (port 0 picks a free port); empty disables it");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9551",
+          "HTTP address of the Prometheus /metrics endpoint (port 0 picks one); empty disables");
+ABSL_FLAG(std::string, data_dir, "kvtier-data", "Directory for the daemon's files");
+ABSL_FLAG(std::string, ready_file, "",
+          "When set, written atomically once every listener is up: JSON with pid, unix_socket, "
+          "tcp_port, metrics_port");
+ABSL_FLAG(uint64_t, host_capacity_bytes, uint64_t{8} << 30,
+          "Bytes of host RAM for rows and score indexes; Offload past it is RESOURCE_EXHAUSTED");
+ABSL_FLAG(int32_t, segment_rows, 256, "Rows per storage segment (a multiple of 16)");
+ABSL_FLAG(int64_t, default_ttl_seconds, 3600, "Idle TTL of sessions opened with ttl_seconds 0");
+ABSL_FLAG(int64_t, max_ttl_seconds, 7 * 24 * 3600, "Largest ttl_seconds a session may ask for");
+ABSL_FLAG(int64_t, max_sessions, 4096, "Open sessions at most");
+ABSL_FLAG(int32_t, max_request_bytes, 256 << 20,
+          "Largest request message (a Repair signal of 28 layers x 28 heads x 64 tokens x 128 "
+          "float32 is 25.7 MiB)");
+ABSL_FLAG(int32_t, scorer_threads, 0, "Threads of the CPU scorer (0: one per hardware thread)");
+
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+bool WriteReadyFile(const std::string& path, const std::string& unix_socket, int tcp_port,
+                    int metrics_port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return false;
+    out << "{\"pid\": " << getpid() << ", \"unix_socket\": \"" << unix_socket
+        << "\", \"tcp_port\": " << tcp_port << ", \"metrics_port\": " << metrics_port << "}\n";
+    if (!out.flush()) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+// Removes a stale socket file left by a previous run; refuses to delete anything else.
+bool PrepareSocketPath(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      spdlog::error("--unix_socket {} exists and is not a socket", path);
+      return false;
+    }
+    unlink(path.c_str());
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("kvtierd: KV-cache tier server with KV repair");
+  absl::ParseCommandLine(argc, argv);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ kvtierd: %v");
+
+  // SIGINT/SIGTERM are taken by sigwait in main; block them before any thread starts.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  const int32_t segment_rows = absl::GetFlag(FLAGS_segment_rows);
+  if (segment_rows < 16 || segment_rows % 16 != 0 || segment_rows > 65536) {
+    spdlog::error("--segment_rows must be a multiple of 16 in [16, 65536], got {}", segment_rows);
+    return 2;
+  }
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    spdlog::error("cannot create --data_dir {}: {}", data_dir, ec.message());
+    return 1;
+  }
+
+  kvtier::storage::TierBudget host("host", absl::GetFlag(FLAGS_host_capacity_bytes));
+  std::unique_ptr<kvtier::scorer::Scorer> scorer =
+      kvtier::scorer::MakeCpuScorer(absl::GetFlag(FLAGS_scorer_threads));
+  kvtier::server::Metrics metrics(std::string(scorer->name()));
+  kvtier::server::RegistryOptions registry_options;
+  registry_options.segment_rows = segment_rows;
+  registry_options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  registry_options.default_ttl = absl::Seconds(absl::GetFlag(FLAGS_default_ttl_seconds));
+  registry_options.max_ttl = absl::Seconds(absl::GetFlag(FLAGS_max_ttl_seconds));
+  kvtier::server::SessionRegistry registry(&host, registry_options);
+  kvtier::server::RepairPipeline pipeline(scorer.get());
+  kvtier::server::KvTierService service(&registry, &host, &pipeline, &metrics, kVersion);
+
+  std::unique_ptr<prometheus::Exposer> exposer;
+  int metrics_port = 0;
+  if (const std::string addr = absl::GetFlag(FLAGS_metrics_listen); !addr.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(addr);
+    } catch (const std::exception& e) {
+      spdlog::error("cannot serve metrics on {}: {}", addr, e.what());
+      return 1;
+    }
+    exposer->RegisterCollectable(metrics.registry());
+    metrics_port = exposer->GetListeningPorts().empty() ? 0 : exposer->GetListeningPorts()[0];
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string unix_socket = absl::GetFlag(FLAGS_unix_socket);
+  if (!unix_socket.empty()) {
+    if (!PrepareSocketPath(unix_socket)) return 1;
+    builder.AddListeningPort("unix:" + unix_socket, grpc::InsecureServerCredentials());
+  }
+  int tcp_port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  if (!listen.empty()) {
+    builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &tcp_port);
+  }
+  if (unix_socket.empty() && listen.empty()) {
+    spdlog::error("nothing to serve on: --unix_socket and --listen are both empty");
+    return 2;
+  }
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
+  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || (!listen.empty() && tcp_port == 0)) {
+    spdlog::error("cannot start the gRPC server (is {} or {} in use?)", listen, unix_socket);
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  spdlog::info("ready: unix={} tcp={} metrics={} scorer={} host_capacity={} bytes version={}",
+               unix_socket.empty() ? "-" : unix_socket,
+               listen.empty() ? "-" : absl::StrCat(listen.substr(0, listen.rfind(':')), ":", tcp_port),
+               metrics_port, scorer->name(), host.capacity_bytes(), kVersion);
+  if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
+    if (!WriteReadyFile(ready, unix_socket, tcp_port, metrics_port)) {
+      spdlog::error("cannot write --ready_file {}", ready);
+      return 1;
+    }
+  }
+
+  // Expires idle sessions and refreshes gauges once a second until shutdown.
+  absl::Notification stopping;
+  std::thread maintainer([&] {
+    while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      service.Maintain(absl::Now());
+    }
+  });
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("signal {}: draining in-flight RPCs", signal_number);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  server->Wait();
+  stopping.Notify();
+  maintainer.join();
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,65 @@
+// Prometheus metrics of kvtierd (DESIGN.md §5; the full list is in docs/API.md#metrics).
+#ifndef KVTIER_SERVER_METRICS_H_
+#define KVTIER_SERVER_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+
+namespace kvtier::server {
+
+// Thread-safe: prometheus-cpp metrics are atomic; the label-to-child caches are locked.
+class Metrics {
+ public:
+  explicit Metrics(absl::string_view scorer_name);
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // kvtier_rpc_duration_seconds{method, code}.
+  void ObserveRpc(absl::string_view method, absl::string_view code, double seconds);
+  // kvtier_repair_stage_duration_seconds{stage}: score, select, gather, send, total.
+  void ObserveRepairStage(absl::string_view stage, double seconds);
+
+  prometheus::Counter& offloaded_rows() { return *offloaded_rows_; }
+  prometheus::Counter& offloaded_bytes() { return *offloaded_bytes_; }
+  prometheus::Counter& repairs() { return *repairs_; }
+  prometheus::Counter& promoted_rows() { return *promoted_rows_; }
+  prometheus::Counter& released_rows() { return *released_rows_; }
+  prometheus::Counter& expired_sessions() { return *expired_sessions_; }
+  prometheus::Gauge& sessions() { return *sessions_; }
+
+  // kvtier_tier_bytes{tier} and kvtier_tier_capacity_bytes{tier}.
+  void SetTier(absl::string_view tier, double bytes, double capacity_bytes);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Histogram>* rpc_duration_;
+  prometheus::Family<prometheus::Histogram>* stage_duration_;
+  prometheus::Family<prometheus::Gauge>* tier_bytes_;
+  prometheus::Family<prometheus::Gauge>* tier_capacity_;
+  prometheus::Counter* offloaded_rows_;
+  prometheus::Counter* offloaded_bytes_;
+  prometheus::Counter* repairs_;
+  prometheus::Counter* promoted_rows_;
+  prometheus::Counter* released_rows_;
+  prometheus::Counter* expired_sessions_;
+  prometheus::Gauge* sessions_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, prometheus::Histogram*> rpc_children_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, prometheus::Histogram*> stage_children_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvtier::server
+
+#endif  // KVTIER_SERVER_METRICS_H_

@@ -1,0 +1,62 @@
+// The repair pipeline (DESIGN.md §1): score every candidate row, rank and pack bursts, and
+// gather the chosen rows' payload into wire-sized chunks.
+#ifndef KVTIER_SERVER_REPAIR_PIPELINE_H_
+#define KVTIER_SERVER_REPAIR_PIPELINE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "gpu/scorer.h"
+#include "gpu/selection.h"
+#include "kvtier/v1/kvtier.pb.h"
+#include "server/validation.h"
+#include "storage/geometry.h"
+#include "storage/row_store.h"
+
+namespace kvtier::server {
+
+// Upper bound of keys + values bytes in one PayloadChunk (under gRPC's 4 MiB default).
+inline constexpr size_t kMaxPayloadChunkBytes = 4u << 20;
+
+struct SelectionOutcome {
+  std::vector<int64_t> chosen;  // in the order taken
+  std::vector<double> scores;   // a_i of each chosen row (kRepairKv only)
+  int64_t candidates = 0;
+  double score_seconds = 0;
+  double select_seconds = 0;
+};
+
+// Thread-safe if the scorer is; holds no state of its own beyond the scorer pointer.
+class RepairPipeline {
+ public:
+  explicit RepairPipeline(scorer::Scorer* scorer) : scorer_(scorer) {}
+
+  std::string_view scorer_name() const { return scorer_->name(); }
+
+  // Scores (kRepairKv) and selects from the store's candidates. `signal` is required for
+  // kRepairKv. Does not mark anything promoted. DEADLINE_EXCEEDED when should_stop fires.
+  // The caller holds the session lock.
+  absl::StatusOr<SelectionOutcome> Select(const storage::RowStore& store,
+                                          const storage::Geometry& geometry,
+                                          const RepairParams& params,
+                                          const DecodedSignal* signal,
+                                          std::function<bool()> should_stop) const;
+
+ private:
+  scorer::Scorer* scorer_;
+};
+
+// Copies K and V of `positions` (complete rows) into chunks of at most max_chunk_bytes:
+// runs of whole rows when a row fits, else one row split by layer ranges. The caller holds
+// the session lock.
+absl::StatusOr<std::vector<v1::PayloadChunk>> GatherPayload(
+    const storage::RowStore& store, const storage::Geometry& geometry,
+    absl::Span<const int64_t> positions, size_t max_chunk_bytes = kMaxPayloadChunkBytes);
+
+}  // namespace kvtier::server
+
+#endif  // KVTIER_SERVER_REPAIR_PIPELINE_H_

@@ -1,0 +1,150 @@
+#include "server/repair_pipeline.h"
+
+#include <random>
+
+#include "gtest/gtest.h"
+
+namespace kvtier::server {
+namespace {
+
+// A float32 store of `rows` consecutive positions with random keys and values, plus one
+// needle span whose keys point along +e0 with a large norm.
+struct Fixture {
+  storage::Geometry geometry;
+  storage::TierBudget budget{"host", 1u << 30};
+  std::unique_ptr<storage::RowStore> store;
+  std::vector<float> keys, values;  // [layer][row][kv][d]
+  int rows = 0;
+
+  Fixture(int rows_in, int needle_begin, int needle_len) : rows(rows_in) {
+    geometry.num_layers = 3;
+    geometry.num_q_heads = 4;
+    geometry.num_kv_heads = 2;
+    geometry.head_dim = 8;
+    geometry.dtype = storage::DType::kFloat32;
+    EXPECT_TRUE(storage::ValidateAndNormalizeGeometry(geometry).ok());
+    store = storage::RowStore::Create(geometry, &budget, 32);
+    const size_t per_layer = static_cast<size_t>(rows) * 2 * 8;
+    keys.resize(3 * per_layer);
+    values.resize(3 * per_layer);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.f, 0.3f);
+    for (auto& k : keys) k = normal(rng);
+    for (auto& v : values) v = normal(rng);
+    for (int l = 0; l < 3; ++l) {
+      for (int r = needle_begin; r < needle_begin + needle_len; ++r) {
+        for (int kv = 0; kv < 2; ++kv) keys[l * per_layer + (r * 2 + kv) * 8] = 6.f;
+      }
+    }
+    std::vector<int64_t> positions(rows);
+    for (int r = 0; r < rows; ++r) positions[r] = 1000 + r;
+    storage::OffloadChunk chunk;
+    chunk.positions = positions;
+    chunk.layer_begin = 0;
+    chunk.layer_end = 3;
+    chunk.keys = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(keys.data()),
+                                     keys.size() * 4);
+    chunk.values = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(values.data()),
+                                       values.size() * 4);
+    EXPECT_TRUE(store->Offload(chunk).ok());
+  }
+};
+
+TEST(RepairPipeline, FindsThePlantedNeedle) {
+  Fixture f(300, 120, 6);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);
+  RepairPipeline pipeline(cpu.get());
+  DecodedSignal signal;
+  signal.num_tokens = 2;
+  signal.queries.assign(3 * 4 * 2 * 8, 0.f);
+  for (size_t i = 0; i < signal.queries.size(); i += 8) signal.queries[i] = 3.f;  // along +e0
+  RepairParams params;
+  params.pack.budget = 10;
+  params.pack.burst_left = 0;
+  params.pack.burst_right = 0;
+  absl::StatusOr<SelectionOutcome> out =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->candidates, 300);
+  ASSERT_EQ(out->chosen.size(), 10u);
+  ASSERT_EQ(out->scores.size(), 10u);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_GE(out->chosen[i], 1120);
+    EXPECT_LT(out->chosen[i], 1126);
+  }
+  for (size_t i = 1; i < out->scores.size(); ++i) EXPECT_GE(out->scores[i - 1], out->scores[i]);
+}
+
+TEST(RepairPipeline, StopsWhenTheDeadlinePasses) {
+  Fixture f(100, 10, 2);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(1);
+  RepairPipeline pipeline(cpu.get());
+  DecodedSignal signal;
+  signal.num_tokens = 1;
+  signal.queries.assign(3 * 4 * 8, 0.1f);
+  RepairParams params;
+  params.pack.budget = 5;
+  absl::StatusOr<SelectionOutcome> out =
+      pipeline.Select(*f.store, f.geometry, params, &signal, [] { return true; });
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(GatherPayload, ChunksReassembleToTheOffloadedBytes) {
+  Fixture f(200, 0, 1);
+  std::vector<int64_t> wanted = {1199, 1000, 1050, 1051, 1100};
+  const size_t layer_row = f.geometry.LayerRowBytes();  // 64 bytes
+  // Two rows per chunk by size: 2 * (K+V of 3 layers) = 768 bytes.
+  absl::StatusOr<std::vector<v1::PayloadChunk>> chunks =
+      GatherPayload(*f.store, f.geometry, wanted, 2 * 2 * 3 * layer_row);
+  ASSERT_TRUE(chunks.ok()) << chunks.status();
+  ASSERT_EQ(chunks->size(), 3u);
+  size_t next = 0;
+  for (const v1::PayloadChunk& c : *chunks) {
+    EXPECT_EQ(c.layer_begin(), 0);
+    EXPECT_EQ(c.layer_end(), 3);
+    const int n = c.positions_size();
+    for (int i = 0; i < n; ++i, ++next) {
+      ASSERT_EQ(c.positions(i), wanted[next]);
+      const int row = static_cast<int>(wanted[next] - 1000);
+      for (int l = 0; l < 3; ++l) {
+        const float* src = f.keys.data() + (static_cast<size_t>(l) * 200 + row) * 16;
+        const float* got = reinterpret_cast<const float*>(c.keys().data()) + (l * n + i) * 16;
+        EXPECT_EQ(0, std::memcmp(src, got, 64));
+        const float* vsrc = f.values.data() + (static_cast<size_t>(l) * 200 + row) * 16;
+        const float* vgot = reinterpret_cast<const float*>(c.values().data()) + (l * n + i) * 16;
+        EXPECT_EQ(0, std::memcmp(vsrc, vgot, 64));
+      }
+    }
+  }
+  EXPECT_EQ(next, wanted.size());
+}
+
+TEST(GatherPayload, SplitsARowByLayersWhenItExceedsTheLimit) {
+  Fixture f(20, 0, 1);
+  std::vector<int64_t> wanted = {1003, 1007};
+  const size_t layer_row = f.geometry.LayerRowBytes();
+  // Room for one layer of K+V only: each row becomes 3 chunks.
+  absl::StatusOr<std::vector<v1::PayloadChunk>> chunks =
+      GatherPayload(*f.store, f.geometry, wanted, 2 * layer_row);
+  ASSERT_TRUE(chunks.ok());
+  ASSERT_EQ(chunks->size(), 6u);
+  for (size_t i = 0; i < chunks->size(); ++i) {
+    const v1::PayloadChunk& c = (*chunks)[i];
+    EXPECT_EQ(c.positions_size(), 1);
+    EXPECT_EQ(c.layer_end() - c.layer_begin(), 1);
+    EXPECT_EQ(c.keys().size(), layer_row);
+    const int row = static_cast<int>(c.positions(0) - 1000);
+    const float* src = f.keys.data() + (static_cast<size_t>(c.layer_begin()) * 20 + row) * 16;
+    EXPECT_EQ(0, std::memcmp(src, c.keys().data(), layer_row));
+  }
+}
+
+TEST(GatherPayload, UnknownPositionIsNotFound) {
+  Fixture f(20, 0, 1);
+  std::vector<int64_t> wanted = {5};
+  EXPECT_EQ(GatherPayload(*f.store, f.geometry, wanted).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kvtier::server

@@ -1,0 +1,430 @@
+#include "server/service.h"
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/status_util.h"
+#include "server/validation.h"
+
+namespace kvtier::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
+}
+
+absl::Status StreamBroken() {
+  return absl::CancelledError("client went away while the response was streaming");
+}
+
+// Streams `chunks` as chunk messages of Response (RepairResponse or PromoteResponse).
+template <typename Response>
+absl::Status WriteChunks(std::vector<v1::PayloadChunk>& chunks,
+                         grpc::ServerWriter<Response>* writer) {
+  for (v1::PayloadChunk& chunk : chunks) {
+    Response response;
+    *response.mutable_chunk() = std::move(chunk);
+    if (!writer->Write(response)) return StreamBroken();
+  }
+  return absl::OkStatus();
+}
+
+uint64_t PayloadBytes(const std::vector<v1::PayloadChunk>& chunks) {
+  uint64_t bytes = 0;
+  for (const auto& c : chunks) bytes += c.keys().size() + c.values().size();
+  return bytes;
+}
+
+}  // namespace
+
+KvTierService::KvTierService(SessionRegistry* registry, storage::TierBudget* host,
+                             RepairPipeline* pipeline, Metrics* metrics, std::string version)
+    : registry_(registry),
+      host_(host),
+      pipeline_(pipeline),
+      metrics_(metrics),
+      version_(std::move(version)),
+      started_(Clock::now()) {
+  RefreshTierGauges();
+}
+
+template <typename Body>
+grpc::Status KvTierService::Instrumented(const char* method, Body&& body) {
+  const auto start = Clock::now();
+  const absl::Status status = body();
+  const grpc::Status grpc_status = ToGrpcStatus(status);
+  metrics_->ObserveRpc(method, StatusCodeName(grpc_status.error_code()), SecondsSince(start));
+  return grpc_status;
+}
+
+void KvTierService::RefreshTierGauges() {
+  metrics_->SetTier(host_->name(), static_cast<double>(host_->used_bytes()),
+                    static_cast<double>(host_->capacity_bytes()));
+  metrics_->sessions().Set(static_cast<double>(registry_->size()));
+}
+
+void KvTierService::Maintain(absl::Time now) {
+  const int64_t expired = registry_->ExpireIdle(now);
+  if (expired > 0) metrics_->expired_sessions().Increment(static_cast<double>(expired));
+  RefreshTierGauges();
+}
+
+// ---- OpenSession ----
+
+grpc::Status KvTierService::OpenSession(grpc::ServerContext*, const v1::OpenSessionRequest* request,
+                                        v1::OpenSessionResponse* response) {
+  return Instrumented("OpenSession", [&] { return DoOpenSession(*request, response); });
+}
+
+absl::Status KvTierService::DoOpenSession(const v1::OpenSessionRequest& request,
+                                          v1::OpenSessionResponse* response) {
+  absl::StatusOr<storage::Geometry> geometry = GeometryFromProto(request.geometry());
+  if (!geometry.ok()) return geometry.status();
+  if (absl::Status s = ValidateTenant(request.tenant()); !s.ok()) return s;
+  if (absl::Status s = ValidateSessionId("session_id", request.session_id(), true); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      registry_->Open(request.session_id(), request.tenant(), *geometry,
+                      absl::Seconds(request.ttl_seconds()), absl::Now());
+  if (!session.ok()) return session.status();
+  (*session)->FillInfo(response->mutable_session());
+  RefreshTierGauges();
+  return absl::OkStatus();
+}
+
+// ---- Offload ----
+
+grpc::Status KvTierService::Offload(grpc::ServerContext*,
+                                    grpc::ServerReader<v1::OffloadChunk>* reader,
+                                    v1::OffloadResponse* response) {
+  return Instrumented("Offload", [&] { return DoOffload(reader, response); });
+}
+
+absl::Status KvTierService::DoOffload(grpc::ServerReader<v1::OffloadChunk>* reader,
+                                      v1::OffloadResponse* response) {
+  response->set_tier(host_->name());
+  v1::OffloadChunk chunk;
+  while (reader->Read(&chunk)) {
+    absl::Status status = ApplyChunk(chunk, response);
+    RefreshTierGauges();
+    if (!status.ok()) {
+      // Earlier chunks stay stored; the index tells the client where to resume.
+      return WithPrefix(status, absl::StrCat("chunk ", response->chunks(), ": "));
+    }
+    response->set_chunks(response->chunks() + 1);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvTierService::ApplyChunk(const v1::OffloadChunk& chunk,
+                                       v1::OffloadResponse* response) {
+  if (absl::Status s = ValidateSessionId("session_id", chunk.session_id(), false); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      registry_->Find(chunk.session_id(), absl::Now());
+  if (!session.ok()) return session.status();
+  storage::OffloadChunk rows;
+  rows.positions = absl::MakeConstSpan(chunk.positions().data(), chunk.positions().size());
+  rows.layer_begin = chunk.layer_begin();
+  rows.layer_end = chunk.layer_end();
+  rows.keys = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(chunk.keys().data()),
+                                  chunk.keys().size());
+  rows.values = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(chunk.values().data()),
+                                    chunk.values().size());
+  rows.importance = absl::MakeConstSpan(chunk.importance().data(), chunk.importance().size());
+  absl::StatusOr<storage::OffloadResult> result;
+  {
+    absl::MutexLock lock(&(*session)->mu);
+    result = (*session)->store().Offload(rows);
+    (*session)->PublishCounts();
+  }
+  if (!result.ok()) return result.status();
+  response->set_rows_written(response->rows_written() + result->rows_written);
+  response->set_rows_completed(response->rows_completed() + result->rows_completed);
+  response->set_bytes(response->bytes() + result->bytes);
+  metrics_->offloaded_rows().Increment(static_cast<double>(result->rows_written));
+  metrics_->offloaded_bytes().Increment(static_cast<double>(result->bytes));
+  return absl::OkStatus();
+}
+
+// ---- Repair ----
+
+grpc::Status KvTierService::Repair(grpc::ServerContext* context, const v1::RepairRequest* request,
+                                   grpc::ServerWriter<v1::RepairResponse>* writer) {
+  return Instrumented("Repair", [&] { return DoRepair(context, *request, writer); });
+}
+
+absl::Status KvTierService::DoRepair(grpc::ServerContext* context,
+                                     const v1::RepairRequest& request,
+                                     grpc::ServerWriter<v1::RepairResponse>* writer) {
+  const auto start = Clock::now();
+  absl::StatusOr<RepairParams> params = ValidateRepairRequest(request);
+  if (!params.ok()) return params.status();
+  absl::StatusOr<std::shared_ptr<Session>> found = registry_->Find(request.session_id(),
+                                                                   absl::Now());
+  if (!found.ok()) return found.status();
+  Session& session = **found;
+  std::optional<DecodedSignal> signal;
+  if (params->selector == scorer::SelectorKind::kRepairKv) {
+    absl::StatusOr<DecodedSignal> decoded = DecodeSignal(request, session.geometry());
+    if (!decoded.ok()) return decoded.status();
+    signal = std::move(*decoded);
+  }
+  auto past_deadline = [context] {
+    return context->IsCancelled() || std::chrono::system_clock::now() > context->deadline();
+  };
+
+  v1::RepairResponse head;
+  v1::RepairSummary& summary = *head.mutable_summary();
+  std::vector<v1::PayloadChunk> chunks;
+  {
+    absl::MutexLock lock(&session.mu);
+    const RepairRecord* prior =
+        request.request_id().empty() ? nullptr : session.FindRepair(request.request_id());
+    SelectionOutcome outcome;
+    if (prior != nullptr) {
+      outcome.chosen = prior->chosen;
+      outcome.scores = prior->scores;
+      outcome.candidates = prior->candidates;
+      summary.set_replayed(true);
+    } else {
+      absl::StatusOr<SelectionOutcome> selected =
+          pipeline_->Select(session.store(), session.geometry(), *params,
+                            signal ? &*signal : nullptr, past_deadline);
+      if (!selected.ok()) return selected.status();
+      outcome = std::move(*selected);
+    }
+    if (!params->positions_only) {
+      const auto gather_start = Clock::now();
+      absl::StatusOr<std::vector<v1::PayloadChunk>> gathered =
+          GatherPayload(session.store(), session.geometry(), outcome.chosen);
+      if (!gathered.ok()) {
+        if (prior == nullptr) return gathered.status();
+        return absl::FailedPreconditionError(
+            absl::StrCat("request_id: rows chosen by the earlier repair '", request.request_id(),
+                         "' were released since: ", gathered.status().message()));
+      }
+      chunks = std::move(*gathered);
+      summary.mutable_timings()->set_gather_seconds(SecondsSince(gather_start));
+    }
+    if (prior == nullptr) {
+      // Nothing changes unless the selection is delivered within the deadline.
+      if (past_deadline()) {
+        return absl::DeadlineExceededError("deadline passed before the selection was sent");
+      }
+      if (absl::Status s = session.store().MarkPromoted(outcome.chosen); !s.ok()) return s;
+      session.PublishCounts();
+      if (!request.request_id().empty()) {
+        session.RememberRepair(request.request_id(),
+                               {outcome.chosen, outcome.scores, outcome.candidates,
+                                params->positions_only});
+      }
+    }
+    summary.mutable_chosen()->Assign(outcome.chosen.begin(), outcome.chosen.end());
+    summary.mutable_scores()->Assign(outcome.scores.begin(), outcome.scores.end());
+    summary.set_candidates(outcome.candidates);
+    summary.mutable_timings()->set_score_seconds(outcome.score_seconds);
+    summary.mutable_timings()->set_select_seconds(outcome.select_seconds);
+  }
+  std::vector<int64_t> sorted(summary.chosen().begin(), summary.chosen().end());
+  std::sort(sorted.begin(), sorted.end());
+  summary.mutable_sorted()->Assign(sorted.begin(), sorted.end());
+  summary.set_payload_chunks(static_cast<int32_t>(chunks.size()));
+  summary.set_payload_bytes(PayloadBytes(chunks));
+  summary.set_scorer(std::string(pipeline_->scorer_name()));
+  metrics_->repairs().Increment();
+  metrics_->promoted_rows().Increment(static_cast<double>(sorted.size()));
+  if (!summary.replayed()) {
+    metrics_->ObserveRepairStage("score", summary.timings().score_seconds());
+    metrics_->ObserveRepairStage("select", summary.timings().select_seconds());
+  }
+  metrics_->ObserveRepairStage("gather", summary.timings().gather_seconds());
+
+  v1::StageTimings timings = summary.timings();
+  if (!writer->Write(head)) return StreamBroken();
+  const auto send_start = Clock::now();
+  if (absl::Status s = WriteChunks(chunks, writer); !s.ok()) return s;
+  timings.set_send_seconds(SecondsSince(send_start));
+  timings.set_total_seconds(SecondsSince(start));
+  metrics_->ObserveRepairStage("send", timings.send_seconds());
+  metrics_->ObserveRepairStage("total", timings.total_seconds());
+  v1::RepairResponse done;
+  *done.mutable_done()->mutable_timings() = timings;
+  if (!writer->Write(done)) return StreamBroken();
+  return absl::OkStatus();
+}
+
+// ---- Promote ----
+
+grpc::Status KvTierService::Promote(grpc::ServerContext*, const v1::PromoteRequest* request,
+                                    grpc::ServerWriter<v1::PromoteResponse>* writer) {
+  return Instrumented("Promote", [&] { return DoPromote(*request, writer); });
+}
+
+absl::Status KvTierService::DoPromote(const v1::PromoteRequest& request,
+                                      grpc::ServerWriter<v1::PromoteResponse>* writer) {
+  const auto start = Clock::now();
+  if (absl::Status s = ValidateSessionId("session_id", request.session_id(), false); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ValidatePromotePositions(request.positions()); !s.ok()) return s;
+  if (request.return_mode() != v1::RETURN_MODE_UNSPECIFIED &&
+      request.return_mode() != v1::RETURN_MODE_PAYLOAD &&
+      request.return_mode() != v1::RETURN_MODE_POSITIONS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("return_mode: unknown value ", static_cast<int>(request.return_mode())));
+  }
+  absl::StatusOr<std::shared_ptr<Session>> found =
+      registry_->Find(request.session_id(), absl::Now());
+  if (!found.ok()) return found.status();
+  Session& session = **found;
+  const absl::Span<const int64_t> positions =
+      absl::MakeConstSpan(request.positions().data(), request.positions().size());
+
+  v1::PromoteResponse head;
+  v1::PromoteSummary& summary = *head.mutable_summary();
+  std::vector<v1::PayloadChunk> chunks;
+  {
+    absl::MutexLock lock(&session.mu);
+    if (absl::Status s = session.store().CheckComplete(positions); !s.ok()) return s;
+    if (request.return_mode() != v1::RETURN_MODE_POSITIONS) {
+      const auto gather_start = Clock::now();
+      absl::StatusOr<std::vector<v1::PayloadChunk>> gathered =
+          GatherPayload(session.store(), session.geometry(), positions);
+      if (!gathered.ok()) return gathered.status();
+      chunks = std::move(*gathered);
+      summary.set_gather_seconds(SecondsSince(gather_start));
+    }
+    if (absl::Status s = session.store().MarkPromoted(positions); !s.ok()) return s;
+    session.PublishCounts();
+  }
+  *summary.mutable_positions() = request.positions();
+  summary.set_payload_chunks(static_cast<int32_t>(chunks.size()));
+  summary.set_payload_bytes(PayloadBytes(chunks));
+  metrics_->promoted_rows().Increment(static_cast<double>(positions.size()));
+
+  v1::StageTimings timings;
+  timings.set_gather_seconds(summary.gather_seconds());
+  if (!writer->Write(head)) return StreamBroken();
+  const auto send_start = Clock::now();
+  if (absl::Status s = WriteChunks(chunks, writer); !s.ok()) return s;
+  timings.set_send_seconds(SecondsSince(send_start));
+  timings.set_total_seconds(SecondsSince(start));
+  v1::PromoteResponse done;
+  *done.mutable_done()->mutable_timings() = timings;
+  if (!writer->Write(done)) return StreamBroken();
+  return absl::OkStatus();
+}
+
+// ---- Release ----
+
+grpc::Status KvTierService::Release(grpc::ServerContext*, const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) {
+  return Instrumented("Release", [&] { return DoRelease(*request, response); });
+}
+
+absl::Status KvTierService::DoRelease(const v1::ReleaseRequest& request,
+                                      v1::ReleaseResponse* response) {
+  if (absl::Status s = ValidateSessionId("session_id", request.session_id(), false); !s.ok()) {
+    return s;
+  }
+  if (request.whole_session()) {
+    if (!request.positions().empty()) {
+      return absl::InvalidArgumentError("positions: must be empty when whole_session is set");
+    }
+    absl::StatusOr<std::shared_ptr<Session>> removed = registry_->Remove(request.session_id());
+    if (!removed.ok()) return removed.status();
+    v1::SessionInfo info;
+    (*removed)->FillInfo(&info);
+    response->set_rows_released(info.rows_stored());
+    response->set_bytes_freed(info.bytes());
+    response->set_session_released(true);
+    metrics_->released_rows().Increment(static_cast<double>(info.rows_stored()));
+    removed->reset();  // frees the rows now unless an RPC in flight still holds the session
+    RefreshTierGauges();
+    return absl::OkStatus();
+  }
+  if (request.positions().empty()) {
+    return absl::InvalidArgumentError(
+        "positions: empty (set whole_session to release the session)");
+  }
+  absl::StatusOr<std::shared_ptr<Session>> found =
+      registry_->Find(request.session_id(), absl::Now());
+  if (!found.ok()) return found.status();
+  storage::ReleaseResult result;
+  {
+    absl::MutexLock lock(&(*found)->mu);
+    result = (*found)->store().Release(
+        absl::MakeConstSpan(request.positions().data(), request.positions().size()));
+    (*found)->PublishCounts();
+  }
+  response->set_rows_released(result.rows_released);
+  response->set_bytes_freed(result.bytes_freed);
+  metrics_->released_rows().Increment(static_cast<double>(result.rows_released));
+  RefreshTierGauges();
+  return absl::OkStatus();
+}
+
+// ---- Read-only calls ----
+
+grpc::Status KvTierService::GetSession(grpc::ServerContext*, const v1::GetSessionRequest* request,
+                                       v1::SessionInfo* response) {
+  return Instrumented("GetSession", [&]() -> absl::Status {
+    if (absl::Status s = ValidateSessionId("session_id", request->session_id(), false);
+        !s.ok()) {
+      return s;
+    }
+    absl::StatusOr<std::shared_ptr<Session>> found =
+        registry_->Find(request->session_id(), absl::Now());
+    if (!found.ok()) return found.status();
+    (*found)->FillInfo(response);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status KvTierService::ListSessions(grpc::ServerContext*,
+                                         const v1::ListSessionsRequest* request,
+                                         v1::ListSessionsResponse* response) {
+  return Instrumented("ListSessions", [&]() -> absl::Status {
+    if (absl::Status s = ValidateTenant(request->tenant()); !s.ok()) return s;
+    const absl::Time now = absl::Now();
+    for (const auto& session : registry_->List(request->tenant())) {
+      if (session->ExpiredAt(now)) continue;
+      session->FillInfo(response->add_sessions());
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status KvTierService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
+                                  v1::StatsResponse* response) {
+  return Instrumented("Stats", [&]() -> absl::Status {
+    v1::TierStats* host = response->add_tiers();
+    host->set_name(host_->name());
+    host->set_bytes(host_->used_bytes());
+    host->set_capacity_bytes(host_->capacity_bytes());
+    host->set_segments(host_->segments());
+    int64_t rows = 0;
+    for (const auto& session : registry_->List("")) rows += session->rows_stored();
+    response->set_sessions(registry_->size());
+    response->set_rows(rows);
+    response->set_scorer(std::string(pipeline_->scorer_name()));
+    response->set_version(version_);
+    response->set_uptime_seconds(SecondsSince(started_));
+    response->set_repairs(static_cast<uint64_t>(metrics_->repairs().Value()));
+    response->set_offloaded_rows(static_cast<uint64_t>(metrics_->offloaded_rows().Value()));
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace kvtier::server

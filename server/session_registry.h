@@ -1,0 +1,67 @@
+// The set of open sessions, with idle expiry.
+#ifndef KVTIER_SERVER_SESSION_REGISTRY_H_
+#define KVTIER_SERVER_SESSION_REGISTRY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/session.h"
+#include "storage/geometry.h"
+#include "storage/tier.h"
+
+namespace kvtier::server {
+
+struct RegistryOptions {
+  int32_t segment_rows = 256;
+  int64_t max_sessions = 4096;
+  absl::Duration default_ttl = absl::Hours(1);
+  absl::Duration max_ttl = absl::Hours(24 * 7);
+};
+
+// Thread-safe. Sessions are shared_ptr: an RPC that found a session keeps it alive even if
+// it is released or expires meanwhile; its bytes go back to the tier when the last
+// reference drops.
+class SessionRegistry {
+ public:
+  // `host` (not owned) must outlive the registry and every session.
+  SessionRegistry(storage::TierBudget* host, RegistryOptions options);
+
+  // Creates a session. `id` empty: a random one is assigned. ttl zero: the default.
+  // ALREADY_EXISTS if `id` is taken, RESOURCE_EXHAUSTED past max_sessions, OUT_OF_RANGE for
+  // a ttl above max_ttl.
+  absl::StatusOr<std::shared_ptr<Session>> Open(const std::string& id, const std::string& tenant,
+                                                const storage::Geometry& geometry,
+                                                absl::Duration ttl, absl::Time now);
+
+  // The live session `id`, touched at `now`. NOT_FOUND (naming session_id) when it does not
+  // exist or has expired (an expired session is removed here).
+  absl::StatusOr<std::shared_ptr<Session>> Find(const std::string& id, absl::Time now);
+
+  // Removes the session; NOT_FOUND if absent. Returns the removed session.
+  absl::StatusOr<std::shared_ptr<Session>> Remove(const std::string& id);
+
+  // Sessions of `tenant` (all when empty), sorted by id.
+  std::vector<std::shared_ptr<Session>> List(const std::string& tenant) const;
+
+  // Drops sessions idle past their ttl; returns how many.
+  int64_t ExpireIdle(absl::Time now);
+
+  int64_t size() const;
+
+ private:
+  storage::TierBudget* const host_;
+  const RegistryOptions options_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvtier::server
+
+#endif  // KVTIER_SERVER_SESSION_REGISTRY_H_
