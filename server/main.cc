@@ -165,10 +165,11 @@ int main(int argc, char** argv) {
   }
   server->GetHealthCheckService()->SetServingStatus(true);
 
-  spdlog::info("ready: unix={} tcp={} metrics={} scorer={} host_capacity={} bytes version={}",
-               unix_socket.empty() ? "-" : unix_socket,
-               listen.empty() ? "-" : absl::StrCat(listen.substr(0, listen.rfind(':')), ":", tcp_port),
-               metrics_port, scorer->name(), host.capacity_bytes(), kVersion);
+  spdlog::info(
+      "ready: unix={} tcp={} metrics={} scorer={} host_capacity={} bytes version={}",
+      unix_socket.empty() ? "-" : unix_socket,
+      listen.empty() ? "-" : absl::StrCat(listen.substr(0, listen.rfind(':')), ":", tcp_port),
+      metrics_port, scorer->name(), host.capacity_bytes(), kVersion);
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     if (!WriteReadyFile(ready, unix_socket, tcp_port, metrics_port)) {
       spdlog::error("cannot write --ready_file {}", ready);

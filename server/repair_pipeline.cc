@@ -104,7 +104,8 @@ absl::StatusOr<std::vector<v1::PayloadChunk>> GatherPayload(const storage::RowSt
   if (row_bytes <= max_chunk_bytes) {
     rows_per_chunk = max_chunk_bytes / row_bytes;
   } else {
-    layers_per_chunk = std::max<int32_t>(1, static_cast<int32_t>(max_chunk_bytes / (2 * layer_row)));
+    layers_per_chunk =
+        std::max<int32_t>(1, static_cast<int32_t>(max_chunk_bytes / (2 * layer_row)));
   }
   for (size_t begin = 0; begin < positions.size(); begin += rows_per_chunk) {
     const size_t n = std::min(rows_per_chunk, positions.size() - begin);

@@ -42,8 +42,7 @@ class RepairPipeline {
   // The caller holds the session lock.
   absl::StatusOr<SelectionOutcome> Select(const storage::RowStore& store,
                                           const storage::Geometry& geometry,
-                                          const RepairParams& params,
-                                          const DecodedSignal* signal,
+                                          const RepairParams& params, const DecodedSignal* signal,
                                           std::function<bool()> should_stop) const;
 
  private:

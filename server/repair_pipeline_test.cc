@@ -42,10 +42,10 @@ struct Fixture {
     chunk.positions = positions;
     chunk.layer_begin = 0;
     chunk.layer_end = 3;
-    chunk.keys = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(keys.data()),
-                                     keys.size() * 4);
-    chunk.values = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(values.data()),
-                                       values.size() * 4);
+    chunk.keys =
+        absl::MakeConstSpan(reinterpret_cast<const std::byte*>(keys.data()), keys.size() * 4);
+    chunk.values =
+        absl::MakeConstSpan(reinterpret_cast<const std::byte*>(values.data()), values.size() * 4);
     EXPECT_TRUE(store->Offload(chunk).ok());
   }
 };

@@ -164,14 +164,13 @@ grpc::Status KvTierService::Repair(grpc::ServerContext* context, const v1::Repai
   return Instrumented("Repair", [&] { return DoRepair(context, *request, writer); });
 }
 
-absl::Status KvTierService::DoRepair(grpc::ServerContext* context,
-                                     const v1::RepairRequest& request,
+absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::RepairRequest& request,
                                      grpc::ServerWriter<v1::RepairResponse>* writer) {
   const auto start = Clock::now();
   absl::StatusOr<RepairParams> params = ValidateRepairRequest(request);
   if (!params.ok()) return params.status();
-  absl::StatusOr<std::shared_ptr<Session>> found = registry_->Find(request.session_id(),
-                                                                   absl::Now());
+  absl::StatusOr<std::shared_ptr<Session>> found =
+      registry_->Find(request.session_id(), absl::Now());
   if (!found.ok()) return found.status();
   Session& session = **found;
   std::optional<DecodedSignal> signal;
@@ -198,9 +197,8 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context,
       outcome.candidates = prior->candidates;
       summary.set_replayed(true);
     } else {
-      absl::StatusOr<SelectionOutcome> selected =
-          pipeline_->Select(session.store(), session.geometry(), *params,
-                            signal ? &*signal : nullptr, past_deadline);
+      absl::StatusOr<SelectionOutcome> selected = pipeline_->Select(
+          session.store(), session.geometry(), *params, signal ? &*signal : nullptr, past_deadline);
       if (!selected.ok()) return selected.status();
       outcome = std::move(*selected);
     }
@@ -225,9 +223,8 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context,
       if (absl::Status s = session.store().MarkPromoted(outcome.chosen); !s.ok()) return s;
       session.PublishCounts();
       if (!request.request_id().empty()) {
-        session.RememberRepair(request.request_id(),
-                               {outcome.chosen, outcome.scores, outcome.candidates,
-                                params->positions_only});
+        session.RememberRepair(request.request_id(), {outcome.chosen, outcome.scores,
+                                                      outcome.candidates, params->positions_only});
       }
     }
     summary.mutable_chosen()->Assign(outcome.chosen.begin(), outcome.chosen.end());
@@ -380,8 +377,7 @@ absl::Status KvTierService::DoRelease(const v1::ReleaseRequest& request,
 grpc::Status KvTierService::GetSession(grpc::ServerContext*, const v1::GetSessionRequest* request,
                                        v1::SessionInfo* response) {
   return Instrumented("GetSession", [&]() -> absl::Status {
-    if (absl::Status s = ValidateSessionId("session_id", request->session_id(), false);
-        !s.ok()) {
+    if (absl::Status s = ValidateSessionId("session_id", request->session_id(), false); !s.ok()) {
       return s;
     }
     absl::StatusOr<std::shared_ptr<Session>> found =

@@ -4,8 +4,8 @@
 
 namespace kvtier::server {
 
-Session::Session(std::string id, std::string tenant, storage::Geometry geometry,
-                 absl::Duration ttl, std::unique_ptr<storage::RowStore> store, absl::Time now)
+Session::Session(std::string id, std::string tenant, storage::Geometry geometry, absl::Duration ttl,
+                 std::unique_ptr<storage::RowStore> store, absl::Time now)
     : id_(std::move(id)),
       tenant_(std::move(tenant)),
       geometry_(std::move(geometry)),

@@ -27,8 +27,7 @@ SessionRegistry::SessionRegistry(storage::TierBudget* host, RegistryOptions opti
 absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string& id,
                                                                const std::string& tenant,
                                                                const storage::Geometry& geometry,
-                                                               absl::Duration ttl,
-                                                               absl::Time now) {
+                                                               absl::Duration ttl, absl::Time now) {
   if (ttl == absl::ZeroDuration()) ttl = options_.default_ttl;
   if (ttl > options_.max_ttl) {
     return absl::OutOfRangeError(absl::StrCat("ttl_seconds: ", absl::ToInt64Seconds(ttl),
@@ -38,9 +37,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string
   std::shared_ptr<Session> expired;  // destroyed after the lock is released
   absl::MutexLock lock(&mu_);
   if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("sessions: the server holds its maximum of ", options_.max_sessions,
-                     " sessions; release or let some expire"));
+    return absl::ResourceExhaustedError(absl::StrCat("sessions: the server holds its maximum of ",
+                                                     options_.max_sessions,
+                                                     " sessions; release or let some expire"));
   }
   std::string session_id = id;
   if (session_id.empty()) {
@@ -94,8 +93,7 @@ std::vector<std::shared_ptr<Session>> SessionRegistry::List(const std::string& t
       if (tenant.empty() || session->tenant() == tenant) out.push_back(session);
     }
   }
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return a->id() < b->id(); });
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->id() < b->id(); });
   return out;
 }
 

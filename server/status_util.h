@@ -13,8 +13,7 @@ namespace kvtier::server {
 // Same code, same message.
 inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 // Canonical upper-case name of a gRPC code ("OK", "NOT_FOUND", ...), used as a metric label.

@@ -36,8 +36,8 @@ v1::DType DTypeToProto(storage::DType dtype) {
 }
 
 bool IsIdChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '.' || c == '_' || c == '-';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
 }
 
 absl::Status ValidateIdString(absl::string_view field, absl::string_view value, size_t max_len,
@@ -52,8 +52,7 @@ absl::Status ValidateIdString(absl::string_view field, absl::string_view value, 
   }
   for (char c : value) {
     if (!IsIdChar(c)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": only [A-Za-z0-9._-] are allowed"));
+      return absl::InvalidArgumentError(absl::StrCat(field, ": only [A-Za-z0-9._-] are allowed"));
     }
   }
   return absl::OkStatus();
@@ -108,8 +107,7 @@ absl::StatusOr<RepairParams> ValidateRepairRequest(const v1::RepairRequest& requ
   }
   RepairParams params;
   if (request.budget() < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("budget: must be >= 1, got ", request.budget()));
+    return absl::InvalidArgumentError(absl::StrCat("budget: must be >= 1, got ", request.budget()));
   }
   if (request.budget() > kMaxBudget) {
     return absl::OutOfRangeError(
@@ -117,8 +115,7 @@ absl::StatusOr<RepairParams> ValidateRepairRequest(const v1::RepairRequest& requ
   }
   params.pack.budget = request.budget();
   params.pack.burst_left = request.has_burst_left() ? request.burst_left() : kDefaultBurstLeft;
-  params.pack.burst_right =
-      request.has_burst_right() ? request.burst_right() : kDefaultBurstRight;
+  params.pack.burst_right = request.has_burst_right() ? request.burst_right() : kDefaultBurstRight;
   if (absl::Status s = CheckBurst("burst_left", params.pack.burst_left); !s.ok()) return s;
   if (absl::Status s = CheckBurst("burst_right", params.pack.burst_right); !s.ok()) return s;
   params.pack.seed = request.seed();
@@ -194,10 +191,9 @@ absl::StatusOr<DecodedSignal> DecodeSignal(const v1::RepairRequest& request,
   }
   if (!signal.lse_active().empty() &&
       static_cast<int64_t>(signal.lse_active().size()) != lse_count * 4) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("signal.lse_active: expected empty or ", lse_count * 4,
-                     " bytes (float32 [scoring layer][q head][token]), got ",
-                     signal.lse_active().size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "signal.lse_active: expected empty or ", lse_count * 4,
+        " bytes (float32 [scoring layer][q head][token]), got ", signal.lse_active().size()));
   }
   DecodedSignal decoded;
   decoded.num_tokens = signal.num_tokens();

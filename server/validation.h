@@ -5,11 +5,11 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "gpu/selection.h"
 #include "kvtier/v1/kvtier.pb.h"
 #include "storage/geometry.h"

@@ -77,8 +77,7 @@ TEST(ValidateRepairRequest, RejectsEachBadField) {
     const char* field;
   };
   const Case cases[] = {
-      {[](v1::RepairRequest& r) { r.set_budget(0); }, absl::StatusCode::kInvalidArgument,
-       "budget"},
+      {[](v1::RepairRequest& r) { r.set_budget(0); }, absl::StatusCode::kInvalidArgument, "budget"},
       {[](v1::RepairRequest& r) { r.set_budget(-3); }, absl::StatusCode::kInvalidArgument,
        "budget"},
       {[](v1::RepairRequest& r) { r.set_budget(kMaxBudget + 1); }, absl::StatusCode::kOutOfRange,
@@ -89,8 +88,8 @@ TEST(ValidateRepairRequest, RejectsEachBadField) {
        absl::StatusCode::kOutOfRange, "burst_right"},
       {[](v1::RepairRequest& r) { r.set_session_id(""); }, absl::StatusCode::kInvalidArgument,
        "session_id"},
-      {[](v1::RepairRequest& r) { r.set_request_id("a b"); },
-       absl::StatusCode::kInvalidArgument, "request_id"},
+      {[](v1::RepairRequest& r) { r.set_request_id("a b"); }, absl::StatusCode::kInvalidArgument,
+       "request_id"},
       {[](v1::RepairRequest& r) { r.set_selector(static_cast<v1::Selector>(9)); },
        absl::StatusCode::kInvalidArgument, "selector"},
       {[](v1::RepairRequest& r) { r.set_return_mode(static_cast<v1::ReturnMode>(9)); },
@@ -101,8 +100,7 @@ TEST(ValidateRepairRequest, RejectsEachBadField) {
     c.mutate(r);
     absl::StatusOr<RepairParams> p = ValidateRepairRequest(r);
     EXPECT_EQ(p.status().code(), c.code) << c.field;
-    EXPECT_NE(p.status().message().find(c.field), absl::string_view::npos)
-        << p.status().message();
+    EXPECT_NE(p.status().message().find(c.field), absl::string_view::npos) << p.status().message();
   }
 }
 
