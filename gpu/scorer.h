@@ -28,11 +28,11 @@ enum class KeyType { kFloat32, kFloat16, kBFloat16 };
 int KeyTypeSize(KeyType type);
 
 struct ScoreShape {
-  int32_t num_layers = 0;    // scoring layers only
-  int32_t num_q_heads = 0;   // a multiple of num_kv_heads
+  int32_t num_layers = 0;   // scoring layers only
+  int32_t num_q_heads = 0;  // a multiple of num_kv_heads
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
-  int32_t num_tokens = 0;    // T, signal tokens
+  int32_t num_tokens = 0;  // T, signal tokens
   KeyType key_type = KeyType::kFloat32;
 };
 
@@ -47,7 +47,7 @@ struct KeyBlock {
 
 struct ScoreRequest {
   ScoreShape shape;
-  int32_t block_capacity = 0;        // slots per block, a multiple of 16
+  int32_t block_capacity = 0;  // slots per block, a multiple of 16
   absl::Span<const KeyBlock> blocks;
   // [scoring layer][q_head][token][head_dim] float32.
   absl::Span<const float> queries;

@@ -30,8 +30,8 @@ struct PackOptions {
 };
 
 struct Selection {
-  std::vector<int64_t> chosen;       // in the order taken
-  std::vector<int32_t> chosen_index; // index into CandidateSet.positions of each chosen row
+  std::vector<int64_t> chosen;        // in the order taken
+  std::vector<int32_t> chosen_index;  // index into CandidateSet.positions of each chosen row
 };
 
 // Ranks anchors and packs bursts:

@@ -1,0 +1,561 @@
+// Tests of the CPU scorer: golden cases end to end (scores + SelectPositions), random shapes
+// against ReferenceScore on every ISA this CPU has, exact ties, cancellation and validation.
+#include "gpu/scorer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gpu/internal/cpu_kernels.h"
+#include "gpu/internal/cpu_scorer_internal.h"
+#include "gpu/selection.h"
+#include "tools/golden/golden_case.h"
+
+namespace kvtier::scorer {
+namespace {
+
+using internal::Isa;
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Keys laid out as KeyBlocks, built from keys given per row.
+struct BlockStore {
+  int32_t capacity = 0;
+  std::vector<std::vector<uint8_t>> key_bytes;
+  std::vector<std::vector<uint8_t>> valid;
+  std::vector<KeyBlock> blocks;
+  std::vector<int64_t> slot_of_row;  // row -> block * capacity + slot
+};
+
+// `row_keys(row, l, g)` returns a pointer to head_dim elements of key_type for that row.
+// Rows fill slots in order, but every 7th slot is left invalid (with keys that would score
+// high if they leaked into the normalizer) and every third block ends early.
+template <typename RowKeys>
+BlockStore BuildBlocks(const ScoreShape& shape, int64_t num_rows, int32_t capacity,
+                       RowKeys row_keys) {
+  BlockStore store;
+  store.capacity = capacity;
+  const int elem = KeyTypeSize(shape.key_type);
+  const int64_t block_bytes =
+      int64_t{shape.num_layers} * shape.num_kv_heads * shape.head_dim * capacity * elem;
+  std::vector<uint8_t> loud(static_cast<size_t>(shape.head_dim) * elem, 0);
+  for (int d = 0; d < shape.head_dim; ++d) {
+    // 8.0 in the element type: a key that would dominate a softmax if it were counted.
+    if (shape.key_type == KeyType::kFloat32) {
+      const float v = 8.0f;
+      std::memcpy(&loud[d * 4], &v, 4);
+    } else {
+      const uint16_t v = shape.key_type == KeyType::kFloat16 ? 0x4800 : 0x4100;
+      std::memcpy(&loud[d * 2], &v, 2);
+    }
+  }
+  int64_t row = 0;
+  while (row < num_rows) {
+    const size_t b = store.blocks.size();
+    std::vector<uint8_t> bytes(static_cast<size_t>(block_bytes), 0xff);  // garbage: NaNs
+    std::vector<uint8_t> valid(capacity, 0);
+    const int32_t usable = b % 3 == 1 ? capacity - 5 : capacity;
+    int32_t used = 0;
+    for (; used < usable && row < num_rows; ++used) {
+      const bool hole = used % 7 == 3;
+      valid[used] = hole ? 0 : 1;
+      for (int l = 0; l < shape.num_layers; ++l) {
+        for (int g = 0; g < shape.num_kv_heads; ++g) {
+          const uint8_t* src = hole ? loud.data() : row_keys(row, l, g);
+          for (int d = 0; d < shape.head_dim; ++d) {
+            const int64_t index =
+                ((int64_t{l} * shape.num_kv_heads + g) * shape.head_dim + d) * capacity + used;
+            std::memcpy(&bytes[index * elem], src + d * elem, elem);
+          }
+        }
+      }
+      if (!hole) store.slot_of_row.push_back(static_cast<int64_t>(b) * capacity + used);
+      if (!hole) ++row;
+    }
+    store.key_bytes.push_back(std::move(bytes));
+    store.valid.push_back(std::move(valid));
+    store.blocks.push_back(KeyBlock{nullptr, used, nullptr});
+  }
+  // An empty block at the end: rows == 0 with null pointers is allowed.
+  store.key_bytes.emplace_back();
+  store.valid.emplace_back();
+  store.blocks.push_back(KeyBlock{});
+  for (size_t b = 0; b + 1 < store.blocks.size(); ++b) {
+    store.blocks[b].keys = store.key_bytes[b].data();
+    store.blocks[b].valid = store.valid[b].data();
+  }
+  return store;
+}
+
+std::vector<Isa> SupportedIsas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
+    if (internal::IsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+std::unique_ptr<Scorer> MakeScorer(Isa isa, int threads, int64_t cache_budget) {
+  internal::CpuScorerOptions options;
+  options.num_threads = threads;
+  options.isa = isa;
+  options.cache_budget_bytes = cache_budget;
+  auto scorer = internal::MakeCpuScorerWithOptions(options);
+  EXPECT_TRUE(scorer.ok()) << scorer.status();
+  return std::move(*scorer);
+}
+
+// ---------------------------------------------------------------------------------------
+// Golden cases.
+
+class GoldenTest : public ::testing::TestWithParam<int32_t> {};
+
+TEST_P(GoldenTest, CpuAndReferenceReproduceChosen) {
+  const int32_t capacity = GetParam();
+  const std::vector<std::string> dirs = golden::ListCases(golden::DefaultReferenceDir());
+  ASSERT_GE(dirs.size(), 8u) << "golden cases not found under " << golden::DefaultReferenceDir();
+  std::unique_ptr<Scorer> cpu = MakeCpuScorer();
+  for (const std::string& dir : dirs) {
+    SCOPED_TRACE(dir);
+    absl::StatusOr<golden::Case> loaded = golden::LoadCase(dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const golden::Case& c = *loaded;
+    ScoreShape shape{c.num_layers, c.num_q_heads,   c.num_kv_heads,
+                     c.head_dim,   c.signal_tokens, KeyType::kFloat32};
+    BlockStore store = BuildBlocks(shape, c.num_rows, capacity, [&](int64_t row, int l, int g) {
+      const int64_t index = ((int64_t{l} * c.num_kv_heads + g) * c.num_rows + row) * c.head_dim;
+      return reinterpret_cast<const uint8_t*>(&c.keys[index]);
+    });
+    ScoreRequest request;
+    request.shape = shape;
+    request.block_capacity = capacity;
+    request.blocks = store.blocks;
+    request.queries = c.queries;
+    request.lse_active = c.lse_active;
+
+    std::vector<double> slots(store.blocks.size() * capacity);
+    for (int use_reference = 0; use_reference < 2; ++use_reference) {
+      SCOPED_TRACE(use_reference ? "reference" : "cpu");
+      const absl::Status status = use_reference ? ReferenceScore(request, absl::MakeSpan(slots))
+                                                : cpu->Score(request, absl::MakeSpan(slots));
+      ASSERT_TRUE(status.ok()) << status;
+      std::vector<double> scores(c.num_rows);
+      for (int64_t row = 0; row < c.num_rows; ++row) {
+        scores[row] = slots[store.slot_of_row[row]];
+        ASSERT_TRUE(std::isfinite(scores[row])) << "row " << row;
+      }
+      CandidateSet candidates{c.positions, scores, c.importance};
+      PackOptions options;
+      options.budget = c.budget;
+      options.burst_left = c.burst_left;
+      options.burst_right = c.burst_right;
+      const SelectorKind kind =
+          c.selector == "oldest" ? SelectorKind::kOldest : SelectorKind::kRepairKv;
+      ASSERT_TRUE(c.selector == "oldest" || c.selector == "repairkv") << c.selector;
+      absl::StatusOr<Selection> selection = SelectPositions(candidates, kind, options);
+      ASSERT_TRUE(selection.ok()) << selection.status();
+      EXPECT_EQ(selection->chosen, c.expected_chosen);
+      std::vector<int64_t> sorted = selection->chosen;
+      std::sort(sorted.begin(), sorted.end());
+      EXPECT_EQ(sorted, c.expected_sorted);
+      const std::set<int64_t> chosen(selection->chosen.begin(), selection->chosen.end());
+      for (int64_t needle : c.needle_positions) {
+        EXPECT_TRUE(chosen.count(needle)) << needle;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BlockCapacity, GoldenTest, ::testing::Values(64, 256));
+
+TEST(GoldenLoaderTest, MissingFolderIsNotFound) {
+  EXPECT_EQ(golden::LoadCase("/nonexistent/kvtier/case").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+// ---------------------------------------------------------------------------------------
+// Random shapes against the float64 reference.
+
+struct RandomProblem {
+  ScoreShape shape;
+  int64_t num_rows = 0;
+  int32_t capacity = 0;
+  std::vector<uint8_t> row_keys;  // [row][layer][kv_head][head_dim] of key_type
+  std::vector<float> queries;
+  std::vector<float> lse_active;
+  BlockStore store;
+
+  ScoreRequest Request() const {
+    ScoreRequest request;
+    request.shape = shape;
+    request.block_capacity = capacity;
+    request.blocks = store.blocks;
+    request.queries = queries;
+    request.lse_active = lse_active;
+    return request;
+  }
+  const uint8_t* RowKey(int64_t row, int l, int g) const {
+    const int64_t index = ((row * shape.num_layers + l) * shape.num_kv_heads + g) * shape.head_dim;
+    return &row_keys[index * KeyTypeSize(shape.key_type)];
+  }
+};
+
+// Random element of `type` of moderate magnitude (about 2^-4 .. 2^2).
+void RandomElement(KeyType type, std::mt19937_64& rng, uint8_t* out) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  switch (type) {
+    case KeyType::kFloat32: {
+      const float v = normal(rng);
+      std::memcpy(out, &v, 4);
+      return;
+    }
+    case KeyType::kFloat16: {
+      const uint16_t bits =
+          static_cast<uint16_t>(((rng() & 1) << 15) | ((11 + rng() % 6) << 10) | (rng() & 0x3ff));
+      std::memcpy(out, &bits, 2);
+      return;
+    }
+    case KeyType::kBFloat16: {
+      const uint16_t bits =
+          static_cast<uint16_t>(((rng() & 1) << 15) | ((123 + rng() % 6) << 7) | (rng() & 0x7f));
+      std::memcpy(out, &bits, 2);
+      return;
+    }
+  }
+}
+
+RandomProblem MakeProblem(uint64_t seed, KeyType type) {
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) { return static_cast<int>(lo + rng() % (hi - lo + 1)); };
+  RandomProblem p;
+  const int dims[] = {8, 16, 24, 40, 64, 96, 128};
+  p.shape.num_layers = uniform(1, 3);
+  p.shape.num_kv_heads = uniform(1, 3);
+  p.shape.num_q_heads = p.shape.num_kv_heads * uniform(1, 5);
+  p.shape.head_dim = dims[rng() % 7];
+  p.shape.num_tokens = seed % 4 == 0 ? 64 : uniform(1, 20);
+  p.shape.key_type = type;
+  p.num_rows = uniform(1, 600);
+  p.capacity = 16 * uniform(1, 8);
+  const int elem = KeyTypeSize(type);
+  p.row_keys.resize(static_cast<size_t>(p.num_rows) * p.shape.num_layers * p.shape.num_kv_heads *
+                    p.shape.head_dim * elem);
+  for (size_t i = 0; i < p.row_keys.size(); i += elem) RandomElement(type, rng, &p.row_keys[i]);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  p.queries.resize(static_cast<size_t>(p.shape.num_layers) * p.shape.num_q_heads *
+                   p.shape.num_tokens * p.shape.head_dim);
+  for (float& q : p.queries) q = normal(rng);
+  if (seed % 2 == 1) {
+    p.lse_active.resize(static_cast<size_t>(p.shape.num_layers) * p.shape.num_q_heads *
+                        p.shape.num_tokens);
+    for (float& v : p.lse_active) v = 2.0f + 3.0f * normal(rng);
+  }
+  p.store = BuildBlocks(p.shape, p.num_rows, p.capacity,
+                        [&p](int64_t row, int l, int g) { return p.RowKey(row, l, g); });
+  return p;
+}
+
+void ExpectClose(const std::vector<double>& got, const std::vector<double>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (want[i] == kNegInf) {
+      ASSERT_EQ(got[i], kNegInf) << "slot " << i;
+      continue;
+    }
+    ASSERT_NEAR(got[i], want[i], 1e-4 * std::abs(want[i]) + 1e-300) << "slot " << i;
+  }
+}
+
+struct IsaAndType {
+  Isa isa;
+  KeyType type;
+};
+
+class RandomShapeTest : public ::testing::TestWithParam<IsaAndType> {};
+
+TEST_P(RandomShapeTest, MatchesReference) {
+  const auto [isa, type] = GetParam();
+  if (!internal::IsaSupported(isa)) GTEST_SKIP() << "CPU lacks " << internal::IsaName(isa);
+  // Both the cached-scores path and the recompute path (budget 0), one and two threads.
+  std::unique_ptr<Scorer> cached = MakeScorer(isa, 2, int64_t{64} << 20);
+  std::unique_ptr<Scorer> recompute = MakeScorer(isa, 1, 0);
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    RandomProblem p = MakeProblem(seed * 7919 + static_cast<uint64_t>(type), type);
+    SCOPED_TRACE(testing::Message()
+                 << "seed " << seed << " L=" << p.shape.num_layers << " Hq=" << p.shape.num_q_heads
+                 << " Hkv=" << p.shape.num_kv_heads << " D=" << p.shape.head_dim
+                 << " T=" << p.shape.num_tokens << " rows=" << p.num_rows << " cap=" << p.capacity
+                 << " lse=" << !p.lse_active.empty());
+    const ScoreRequest request = p.Request();
+    std::vector<double> want(p.store.blocks.size() * p.capacity);
+    ASSERT_TRUE(ReferenceScore(request, absl::MakeSpan(want)).ok());
+    for (Scorer* scorer : {cached.get(), recompute.get()}) {
+      std::vector<double> got(want.size(), 123.0);
+      ASSERT_TRUE(scorer->Score(request, absl::MakeSpan(got)).ok());
+      ExpectClose(got, want);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, RandomShapeTest,
+                         ::testing::Values(IsaAndType{Isa::kPortable, KeyType::kFloat32},
+                                           IsaAndType{Isa::kPortable, KeyType::kFloat16},
+                                           IsaAndType{Isa::kPortable, KeyType::kBFloat16},
+                                           IsaAndType{Isa::kAvx2, KeyType::kFloat32},
+                                           IsaAndType{Isa::kAvx2, KeyType::kFloat16},
+                                           IsaAndType{Isa::kAvx2, KeyType::kBFloat16},
+                                           IsaAndType{Isa::kAvx512, KeyType::kFloat32},
+                                           IsaAndType{Isa::kAvx512, KeyType::kFloat16},
+                                           IsaAndType{Isa::kAvx512, KeyType::kBFloat16}),
+                         [](const testing::TestParamInfo<IsaAndType>& info) {
+                           const char* type = info.param.type == KeyType::kFloat32   ? "fp32"
+                                              : info.param.type == KeyType::kFloat16 ? "fp16"
+                                                                                     : "bf16";
+                           return std::string(internal::IsaName(info.param.isa)) + "_" + type;
+                         });
+
+TEST(ScorerTest, DuplicateRowsTieExactlyOnEveryIsa) {
+  for (KeyType type : {KeyType::kFloat32, KeyType::kFloat16}) {
+    RandomProblem p = MakeProblem(4, type);
+    p.shape.num_tokens = 5;
+    p.queries.resize(static_cast<size_t>(p.shape.num_layers) * p.shape.num_q_heads * 5 *
+                     p.shape.head_dim);
+    p.lse_active.clear();
+    p.num_rows = 300;
+    p.row_keys.resize(static_cast<size_t>(p.num_rows) * p.shape.num_layers * p.shape.num_kv_heads *
+                      p.shape.head_dim * KeyTypeSize(type));
+    std::mt19937_64 rng(99);
+    for (size_t i = 0; i < p.row_keys.size(); i += KeyTypeSize(type)) {
+      RandomElement(type, rng, &p.row_keys[i]);
+    }
+    // Rows 10, 17, 31, 64, 150, 299 are copies of row 3 (different lanes and blocks).
+    const std::vector<int64_t> copies = {10, 17, 31, 64, 150, 299};
+    const size_t row_bytes = static_cast<size_t>(p.shape.num_layers) * p.shape.num_kv_heads *
+                             p.shape.head_dim * KeyTypeSize(type);
+    for (int64_t row : copies) {
+      std::memcpy(&p.row_keys[row * row_bytes], &p.row_keys[3 * row_bytes], row_bytes);
+    }
+    p.capacity = 48;
+    p.store = BuildBlocks(p.shape, p.num_rows, p.capacity,
+                          [&p](int64_t row, int l, int g) { return p.RowKey(row, l, g); });
+    for (Isa isa : SupportedIsas()) {
+      SCOPED_TRACE(internal::IsaName(isa));
+      std::unique_ptr<Scorer> scorer = MakeScorer(isa, 2, int64_t{64} << 20);
+      std::vector<double> got(p.store.blocks.size() * p.capacity);
+      ASSERT_TRUE(scorer->Score(p.Request(), absl::MakeSpan(got)).ok());
+      const double first = got[p.store.slot_of_row[3]];
+      ASSERT_TRUE(std::isfinite(first));
+      for (int64_t row : copies) {
+        EXPECT_EQ(got[p.store.slot_of_row[row]], first) << row;
+      }
+      EXPECT_NE(got[p.store.slot_of_row[4]], first);
+    }
+  }
+}
+
+TEST(ScorerTest, InvalidSlotsAreNegativeInfinityAndDoNotNormalize) {
+  RandomProblem p = MakeProblem(3, KeyType::kFloat32);
+  std::unique_ptr<Scorer> scorer = MakeCpuScorer();
+  std::vector<double> with_holes(p.store.blocks.size() * p.capacity);
+  ASSERT_TRUE(scorer->Score(p.Request(), absl::MakeSpan(with_holes)).ok());
+  std::vector<bool> is_row(with_holes.size(), false);
+  for (int64_t slot : p.store.slot_of_row) is_row[slot] = true;
+  for (size_t slot = 0; slot < with_holes.size(); ++slot) {
+    if (!is_row[slot]) {
+      EXPECT_EQ(with_holes[slot], kNegInf) << slot;
+    }
+  }
+  // Packing the same rows densely into one block (no holes) gives the same scores.
+  RandomProblem dense = p;
+  dense.capacity = static_cast<int32_t>((p.num_rows + 15) / 16 * 16);
+  const int elem = KeyTypeSize(p.shape.key_type);
+  dense.store.key_bytes.assign(
+      1, std::vector<uint8_t>(static_cast<size_t>(p.shape.num_layers) * p.shape.num_kv_heads *
+                              p.shape.head_dim * dense.capacity * elem));
+  dense.store.valid.assign(1, std::vector<uint8_t>(dense.capacity, 0));
+  for (int64_t row = 0; row < p.num_rows; ++row) {
+    dense.store.valid[0][row] = 1;
+    for (int l = 0; l < p.shape.num_layers; ++l) {
+      for (int g = 0; g < p.shape.num_kv_heads; ++g) {
+        for (int d = 0; d < p.shape.head_dim; ++d) {
+          const int64_t index =
+              ((int64_t{l} * p.shape.num_kv_heads + g) * p.shape.head_dim + d) * dense.capacity +
+              row;
+          std::memcpy(&dense.store.key_bytes[0][index * elem], p.RowKey(row, l, g) + d * elem,
+                      elem);
+        }
+      }
+    }
+  }
+  dense.store.blocks = {KeyBlock{dense.store.key_bytes[0].data(), static_cast<int32_t>(p.num_rows),
+                                 dense.store.valid[0].data()}};
+  std::vector<double> packed(dense.capacity);
+  ASSERT_TRUE(scorer->Score(dense.Request(), absl::MakeSpan(packed)).ok());
+  for (int64_t row = 0; row < p.num_rows; ++row) {
+    EXPECT_NEAR(with_holes[p.store.slot_of_row[row]], packed[row], 1e-6 * packed[row]) << row;
+  }
+}
+
+TEST(ScorerTest, NoCandidatesGivesAllNegativeInfinity) {
+  RandomProblem p = MakeProblem(5, KeyType::kFloat32);
+  for (auto& valid : p.store.valid) std::fill(valid.begin(), valid.end(), 0);
+  std::vector<double> got(p.store.blocks.size() * p.capacity, 1.0);
+  ASSERT_TRUE(MakeCpuScorer()->Score(p.Request(), absl::MakeSpan(got)).ok());
+  for (double v : got) EXPECT_EQ(v, kNegInf);
+  std::vector<double> want(got.size(), 1.0);
+  ASSERT_TRUE(ReferenceScore(p.Request(), absl::MakeSpan(want)).ok());
+  for (double v : want) EXPECT_EQ(v, kNegInf);
+}
+
+TEST(ScorerTest, ShouldStopGivesDeadlineExceeded) {
+  RandomProblem p = MakeProblem(6, KeyType::kFloat32);
+  std::unique_ptr<Scorer> scorer = MakeCpuScorer(2);
+  std::vector<double> got(p.store.blocks.size() * p.capacity);
+  ScoreRequest request = p.Request();
+  request.should_stop = [] { return true; };
+  EXPECT_EQ(scorer->Score(request, absl::MakeSpan(got)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  // A stop that fires late still stops the call.
+  int calls = 0;
+  request.should_stop = [&calls] { return ++calls > 1; };
+  EXPECT_EQ(scorer->Score(request, absl::MakeSpan(got)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  request.should_stop = [] { return false; };
+  EXPECT_TRUE(scorer->Score(request, absl::MakeSpan(got)).ok());
+}
+
+TEST(ScorerTest, ConcurrentCallsGiveTheSameScores) {
+  RandomProblem p = MakeProblem(8, KeyType::kFloat16);
+  std::unique_ptr<Scorer> scorer = MakeCpuScorer(2);
+  std::vector<double> alone(p.store.blocks.size() * p.capacity);
+  ASSERT_TRUE(scorer->Score(p.Request(), absl::MakeSpan(alone)).ok());
+  std::vector<std::vector<double>> results(4, std::vector<double>(alone.size()));
+  std::vector<std::thread> threads;
+  for (auto& out : results) {
+    threads.emplace_back(
+        [&] { EXPECT_TRUE(scorer->Score(p.Request(), absl::MakeSpan(out)).ok()); });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& out : results) EXPECT_EQ(out, alone);
+}
+
+TEST(ScorerTest, BadShapesAreInvalidArgument) {
+  const RandomProblem p = MakeProblem(2, KeyType::kFloat32);
+  std::vector<double> scores(p.store.blocks.size() * p.capacity);
+  std::vector<double> short_scores(scores.size() - 1);
+  std::vector<KeyBlock> null_keys(p.store.blocks.begin(), p.store.blocks.end());
+  null_keys[0].keys = nullptr;
+  std::vector<KeyBlock> null_valid(p.store.blocks.begin(), p.store.blocks.end());
+  null_valid[0].valid = nullptr;
+  std::vector<KeyBlock> too_many_rows(p.store.blocks.begin(), p.store.blocks.end());
+  too_many_rows[0].rows = p.capacity + 1;
+  std::vector<float> bad_lse(3);
+
+  struct Mutation {
+    const char* name;
+    std::function<void(ScoreRequest&)> apply;
+    bool short_output = false;
+  };
+  const std::vector<Mutation> mutations = {
+      {"zero layers", [](ScoreRequest& r) { r.shape.num_layers = 0; }},
+      {"zero q heads", [](ScoreRequest& r) { r.shape.num_q_heads = 0; }},
+      {"zero kv heads", [](ScoreRequest& r) { r.shape.num_kv_heads = 0; }},
+      {"negative head dim", [](ScoreRequest& r) { r.shape.head_dim = -4; }},
+      {"zero tokens", [](ScoreRequest& r) { r.shape.num_tokens = 0; }},
+      {"q not multiple of kv",
+       [](ScoreRequest& r) {
+         r.shape.num_kv_heads = 2;
+         r.shape.num_q_heads = 3;
+       }},
+      {"capacity not multiple of 16", [](ScoreRequest& r) { r.block_capacity += 8; }},
+      {"zero capacity", [](ScoreRequest& r) { r.block_capacity = 0; }},
+      {"short queries", [](ScoreRequest& r) { r.queries.remove_suffix(1); }},
+      {"bad lse", [&](ScoreRequest& r) { r.lse_active = bad_lse; }},
+      {"null keys", [&](ScoreRequest& r) { r.blocks = null_keys; }},
+      {"null valid", [&](ScoreRequest& r) { r.blocks = null_valid; }},
+      {"rows over capacity", [&](ScoreRequest& r) { r.blocks = too_many_rows; }},
+      {"short scores", [](ScoreRequest&) {}, true},
+  };
+  std::unique_ptr<Scorer> scorer = MakeCpuScorer();
+  for (const Mutation& m : mutations) {
+    SCOPED_TRACE(m.name);
+    ScoreRequest request = p.Request();
+    m.apply(request);
+    absl::Span<double> out = m.short_output ? absl::MakeSpan(short_scores) : absl::MakeSpan(scores);
+    EXPECT_EQ(scorer->Score(request, out).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(ReferenceScore(request, out).code(), absl::StatusCode::kInvalidArgument);
+  }
+  ScoreRequest ok = p.Request();
+  EXPECT_TRUE(scorer->Score(ok, absl::MakeSpan(scores)).ok());
+}
+
+TEST(KeyTypeTest, Sizes) {
+  EXPECT_EQ(KeyTypeSize(KeyType::kFloat32), 4);
+  EXPECT_EQ(KeyTypeSize(KeyType::kFloat16), 2);
+  EXPECT_EQ(KeyTypeSize(KeyType::kBFloat16), 2);
+}
+
+TEST(KeyTypeTest, ConvertKnownValues) {
+  const uint16_t half[] = {0x3c00, 0xc000, 0x0001, 0x7bff, 0x7c00, 0x0000, 0x8000, 0x3555};
+  float out[8];
+  ConvertToFloat32(KeyType::kFloat16, half, 8, out);
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_EQ(out[1], -2.0f);
+  EXPECT_EQ(out[2], std::ldexp(1.0f, -24));
+  EXPECT_EQ(out[3], 65504.0f);
+  EXPECT_EQ(out[4], std::numeric_limits<float>::infinity());
+  EXPECT_EQ(out[5], 0.0f);
+  EXPECT_TRUE(std::signbit(out[6]));
+  EXPECT_FLOAT_EQ(out[7], 0.333251953125f);
+  const uint16_t bf16[] = {0x3f80, 0xc0a0, 0x0000};
+  ConvertToFloat32(KeyType::kBFloat16, bf16, 3, out);
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_EQ(out[1], -5.0f);
+  EXPECT_EQ(out[2], 0.0f);
+  const float f32[] = {1.5f, -2.25f};
+  ConvertToFloat32(KeyType::kFloat32, f32, 2, out);
+  EXPECT_EQ(out[0], 1.5f);
+  EXPECT_EQ(out[1], -2.25f);
+}
+
+TEST(KeyTypeTest, EveryIsaConvertsEveryBitPatternLikePortable) {
+  std::vector<uint16_t> all(65536 + 5);  // odd length exercises the scalar tails
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  for (KeyType type : {KeyType::kFloat16, KeyType::kBFloat16}) {
+    std::vector<float> want(all.size());
+    internal::ConvertToFloat32Portable(type, all.data(), all.size(), want.data());
+    for (Isa isa : SupportedIsas()) {
+      SCOPED_TRACE(internal::IsaName(isa));
+      std::vector<float> got(all.size());
+      internal::KernelsFor(isa).convert(type, all.data(), all.size(), got.data());
+      for (size_t i = 0; i < all.size(); ++i) {
+        if (std::isnan(want[i])) {
+          ASSERT_TRUE(std::isnan(got[i])) << i;
+        } else {
+          ASSERT_EQ(std::memcmp(&got[i], &want[i], 4), 0) << i << " " << got[i] << " " << want[i];
+        }
+      }
+    }
+  }
+}
+
+TEST(ScorerTest, NameIsCpu) { EXPECT_EQ(MakeCpuScorer()->name(), "cpu"); }
+
+TEST(ScorerTest, UnsupportedIsaIsRefusedOrEveryIsaIsSupported) {
+  for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAvx512}) {
+    internal::CpuScorerOptions options;
+    options.isa = isa;
+    EXPECT_EQ(internal::MakeCpuScorerWithOptions(options).ok(), internal::IsaSupported(isa));
+  }
+}
+
+}  // namespace
+}  // namespace kvtier::scorer
