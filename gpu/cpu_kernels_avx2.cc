@@ -126,11 +126,11 @@ void LseFold(const float* s, int n, double* max, double* sum) {
   *sum += (parts[0] + parts[1]) + (parts[2] + parts[3]);
 }
 
-void MaxShifted(const float* s, int n, double lse, double* rowmax) {
-  const __m256d shift = _mm256_set1_pd(lse);
-  for (int r = 0; r < n; r += 4) {
-    const __m256d v = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(s + r)), shift);
-    _mm256_storeu_pd(rowmax + r, _mm256_max_pd(_mm256_loadu_pd(rowmax + r), v));
+void MaxShifted(const float* s, int n, float lse, float* rowmax) {
+  const __m256 shift = _mm256_set1_ps(lse);
+  for (int r = 0; r < n; r += 8) {
+    const __m256 v = _mm256_sub_ps(_mm256_loadu_ps(s + r), shift);
+    _mm256_storeu_ps(rowmax + r, _mm256_max_ps(_mm256_loadu_ps(rowmax + r), v));
   }
 }
 

@@ -143,11 +143,11 @@ void LseFold(const float* s, int n, double* max, double* sum) {
   *sum += _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
 
-void MaxShifted(const float* s, int n, double lse, double* rowmax) {
-  const __m512d shift = _mm512_set1_pd(lse);
-  for (int r = 0; r < n; r += 8) {
-    const __m512d v = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(s + r)), shift);
-    _mm512_storeu_pd(rowmax + r, _mm512_max_pd(_mm512_loadu_pd(rowmax + r), v));
+void MaxShifted(const float* s, int n, float lse, float* rowmax) {
+  const __m512 shift = _mm512_set1_ps(lse);
+  for (int r = 0; r < n; r += 16) {
+    const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(s + r), shift);
+    _mm512_storeu_ps(rowmax + r, _mm512_max_ps(_mm512_loadu_ps(rowmax + r), v));
   }
 }
 

@@ -77,8 +77,8 @@ void LseFold(const float* s, int n, double* max, double* sum) {
   *sum += total;
 }
 
-void MaxShifted(const float* s, int n, double lse, double* rowmax) {
-  for (int r = 0; r < n; ++r) rowmax[r] = std::max(rowmax[r], static_cast<double>(s[r]) - lse);
+void MaxShifted(const float* s, int n, float lse, float* rowmax) {
+  for (int r = 0; r < n; ++r) rowmax[r] = std::max(rowmax[r], s[r] - lse);
 }
 
 void Convert(KeyType type, const void* src, int64_t count, float* dst) {

@@ -121,7 +121,7 @@ struct ThreadScratch {
   Scratch<double> lse_max;  // [nq]
   Scratch<double> lse_sum;  // [nq]
   Scratch<double> lse;      // [nq]
-  Scratch<double> rowmax;   // [group][capacity]
+  Scratch<float> rowmax;    // [group][capacity]
   Scratch<double> partial;  // [slots]
 };
 
@@ -258,7 +258,7 @@ void CpuScorer::RunItem(const CallContext& ctx, int l, int g, ThreadScratch& t) 
 
   // Pass 2: max over tokens of (s - lse) per (q head, row), then exp in double so that very
   // negative values keep their order instead of underflowing to a tie.
-  double* rowmax = t.rowmax.Get(static_cast<size_t>(ctx.group) * ctx.cap);
+  float* rowmax = t.rowmax.Get(static_cast<size_t>(ctx.group) * ctx.cap);
   for (size_t b = 0; b < num_blocks; ++b) {
     const int rows16 = ctx.block_rows16[b];
     if (rows16 == 0) continue;
@@ -268,11 +268,11 @@ void CpuScorer::RunItem(const CallContext& ctx, int l, int g, ThreadScratch& t) 
       tile = s;
     }
     for (int hh = 0; hh < ctx.group; ++hh) {
-      double* rm = rowmax + hh * ctx.cap;
-      std::fill(rm, rm + rows16, kNegInf);
+      float* rm = rowmax + hh * ctx.cap;
+      std::fill(rm, rm + rows16, kNegInfF);
       for (int tok = 0; tok < tokens; ++tok) {
         const int i = hh * tokens + tok;
-        ctx.kernels->max_shifted(tile + i * stride, rows16, lse[i], rm);
+        ctx.kernels->max_shifted(tile + i * stride, rows16, static_cast<float>(lse[i]), rm);
       }
     }
     const float* bias = ctx.bias + b * ctx.cap;
@@ -282,7 +282,7 @@ void CpuScorer::RunItem(const CallContext& ctx, int l, int g, ThreadScratch& t) 
       if (bias[r] != 0.0f) continue;
       double acc = partial[r];
       for (int hh = 0; hh < ctx.group; ++hh)
-        acc += std::exp(rowmax[hh * ctx.cap + r]) * ctx.inv_heads;
+        acc += std::exp(static_cast<double>(rowmax[hh * ctx.cap + r])) * ctx.inv_heads;
       partial[r] = acc;
     }
   }
