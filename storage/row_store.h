@@ -48,7 +48,7 @@ struct ScoreIndexView {
   struct Block {
     // [scoring layer][kv_head][head_dim][block_capacity] of the session dtype.
     const void* keys = nullptr;
-    int32_t rows = 0;                  // slots in use
+    int32_t rows = 0;                    // slots in use
     const uint8_t* candidate = nullptr;  // [rows] 1 = complete and not promoted
     const int64_t* positions = nullptr;  // [rows]; position of each slot (-1 when free)
     const float* importance = nullptr;   // [rows]; 0 when the engine sent none

@@ -1,0 +1,123 @@
+// Segment: up to `rows` slots of one session (DESIGN.md §3), the unit a tier holds and the
+// tier manager moves. One allocation holds the slots' K/V payload, the segment's block of
+// the score index and the per-slot metadata, so a segment is self-contained and the bytes
+// charged to a tier are exactly the bytes the segment holds. Internal to storage/.
+#ifndef KVTIER_STORAGE_SEGMENT_H_
+#define KVTIER_STORAGE_SEGMENT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+
+#include "storage/geometry.h"
+
+namespace kvtier::storage {
+
+// Where each section of a segment lives in its allocation. Computed once per session.
+struct SegmentLayout {
+  // `geometry` must be validated and normalized; `rows` > 0 (a multiple of 16 for the scorer).
+  static SegmentLayout For(const Geometry& geometry, int32_t rows);
+
+  int32_t rows = 0;                // slots per segment
+  int32_t num_layers = 0;          //
+  int32_t num_scoring_layers = 0;  //
+  int32_t mask_words = 0;          // uint64_t words of one slot's layer bitset
+  size_t elem_bytes = 0;           // bytes of one element of the session dtype
+  size_t layer_row_bytes = 0;      // K (or V) of one row and one layer
+  size_t row_bytes = 0;            // K and V of one row, every layer
+
+  // Byte offsets of the sections, each aligned to kAlignment:
+  size_t payload = 0;      // [rows] x (K [layer][kv][d], then V [layer][kv][d])
+  size_t index = 0;        // [scoring layer][kv][d][rows]: keys of the scoring layers
+  size_t positions = 0;    // int64_t [rows]; -1 when the slot is free
+  size_t importance = 0;   // float [rows]
+  size_t layer_mask = 0;   // uint64_t [rows][mask_words]; bit l set when layer l arrived
+  size_t layer_count = 0;  // uint16_t [rows]; bits set in the slot's layer_mask
+  size_t candidate = 0;    // uint8_t [rows]; 1 = complete and not promoted
+  size_t promoted = 0;     // uint8_t [rows]
+  size_t free_list = 0;    // int32_t [rows]; stack of released slots below the high-water mark
+  size_t total_bytes = 0;  // the whole allocation, a multiple of kAlignment
+
+  static constexpr size_t kAlignment = 64;
+};
+
+// The slots of one segment. Not thread-safe: owned and serialized by one RowStore.
+class Segment {
+ public:
+  // Allocates a segment with every slot free; nullptr when the host has no memory.
+  static std::unique_ptr<Segment> Allocate(const SegmentLayout& layout);
+
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  const SegmentLayout& layout() const { return layout_; }
+  uint64_t allocated_bytes() const { return layout_.total_bytes; }
+  int32_t live() const { return live_; }              // slots holding a position
+  int32_t high_water() const { return high_water_; }  // slots [0, high_water) were ever used
+  bool full() const { return live_ == layout_.rows; }
+
+  // Takes a free slot (a released one first, else the next never-used one) for `position`
+  // with no layer arrived, importance 0, not promoted. Precondition: !full().
+  int32_t AcquireSlot(int64_t position);
+  // Clears the slot's metadata and makes it free. Precondition: the slot is in use.
+  void ReleaseSlot(int32_t slot);
+
+  // Marks layers [begin, end) of `slot` as arrived; returns how many had not arrived before.
+  int32_t RecordLayers(int32_t slot, int32_t begin, int32_t end);
+  bool complete(int32_t slot) const { return layer_count()[slot] == layout_.num_layers; }
+
+  // K (or V) of one slot and one layer: layer_row_bytes bytes.
+  std::byte* keys(int32_t slot, int32_t layer) { return Payload(slot, layer, 0); }
+  std::byte* values(int32_t slot, int32_t layer) { return Payload(slot, layer, 1); }
+  const std::byte* keys(int32_t slot, int32_t layer) const { return Payload(slot, layer, 0); }
+  const std::byte* values(int32_t slot, int32_t layer) const { return Payload(slot, layer, 1); }
+
+  // The segment's block of the score index: [scoring layer][kv][d][rows].
+  std::byte* index() { return base() + layout_.index; }
+  const std::byte* index() const { return base() + layout_.index; }
+
+  int64_t* positions() { return Array<int64_t>(layout_.positions); }
+  const int64_t* positions() const { return Array<int64_t>(layout_.positions); }
+  float* importance() { return Array<float>(layout_.importance); }
+  const float* importance() const { return Array<float>(layout_.importance); }
+  uint8_t* candidate() { return Array<uint8_t>(layout_.candidate); }
+  const uint8_t* candidate() const { return Array<uint8_t>(layout_.candidate); }
+  uint8_t* promoted() { return Array<uint8_t>(layout_.promoted); }
+  const uint8_t* promoted() const { return Array<uint8_t>(layout_.promoted); }
+  const uint16_t* layer_count() const { return Array<uint16_t>(layout_.layer_count); }
+
+ private:
+  struct FreeDeleter {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+
+  Segment(const SegmentLayout& layout, std::unique_ptr<std::byte, FreeDeleter> memory);
+
+  std::byte* base() { return memory_.get(); }
+  const std::byte* base() const { return memory_.get(); }
+  template <typename T>
+  T* Array(size_t offset) {
+    return reinterpret_cast<T*>(base() + offset);
+  }
+  template <typename T>
+  const T* Array(size_t offset) const {
+    return reinterpret_cast<const T*>(base() + offset);
+  }
+  std::byte* Payload(int32_t slot, int32_t layer, int kv) const {
+    return memory_.get() + layout_.payload + static_cast<size_t>(slot) * layout_.row_bytes +
+           (static_cast<size_t>(kv) * static_cast<size_t>(layout_.num_layers) +
+            static_cast<size_t>(layer)) *
+               layout_.layer_row_bytes;
+  }
+
+  const SegmentLayout layout_;
+  std::unique_ptr<std::byte, FreeDeleter> memory_;
+  int32_t live_ = 0;
+  int32_t high_water_ = 0;
+  int32_t free_count_ = 0;  // entries on the free list
+};
+
+}  // namespace kvtier::storage
+
+#endif  // KVTIER_STORAGE_SEGMENT_H_
