@@ -1,0 +1,105 @@
+#include "tools/kvtierctl/synthetic_session.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvtier::ctl {
+
+synthetic::SyntheticOptions SevenBClassOptions(int64_t rows, uint64_t seed) {
+  synthetic::SyntheticOptions options;
+  options.num_layers = 28;
+  options.num_q_heads = 28;
+  options.num_kv_heads = 4;
+  options.head_dim = 128;
+  options.num_rows = rows;
+  options.num_needles = 4;
+  options.needle_min_rows = 8;
+  options.needle_max_rows = 16;
+  options.seed = seed;
+  return options;
+}
+
+absl::StatusOr<v1::SessionInfo> OpenSyntheticSession(Client& client,
+                                                     const synthetic::SyntheticKv& kv) {
+  v1::OpenSessionRequest request;
+  v1::Geometry* g = request.mutable_geometry();
+  g->set_num_layers(kv.options().num_layers);
+  g->set_num_q_heads(kv.options().num_q_heads);
+  g->set_num_kv_heads(kv.options().num_kv_heads);
+  g->set_head_dim(kv.options().head_dim);
+  g->set_dtype(v1::DTYPE_FLOAT16);
+  return client.OpenSession(request);
+}
+
+absl::StatusOr<v1::OffloadResponse> OffloadRows(
+    Client& client, const std::string& session_id, const RowGeometry& geometry,
+    const synthetic::SyntheticKv& kv, int32_t layer_begin, int32_t layer_end,
+    absl::Span<const size_t> rows, std::vector<uint16_t>* keys, std::vector<uint16_t>* values) {
+  const size_t elements =
+      static_cast<size_t>(layer_end - layer_begin) * rows.size() * kv.LayerRowElements();
+  keys->resize(elements);
+  values->resize(elements);
+  kv.FillKeys(layer_begin, layer_end, rows, absl::MakeSpan(*keys));
+  kv.FillValues(layer_begin, layer_end, rows, absl::MakeSpan(*values));
+  std::vector<int64_t> positions(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) positions[i] = kv.positions()[rows[i]];
+  OffloadBatch batch;
+  batch.positions = positions;
+  batch.layer_begin = layer_begin;
+  batch.layer_end = layer_end;
+  batch.keys = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(keys->data()),
+                                   elements * sizeof(uint16_t));
+  batch.values = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values->data()),
+                                     elements * sizeof(uint16_t));
+  return client.Offload(session_id, geometry, batch);
+}
+
+absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
+                                const RowGeometry& geometry, const synthetic::SyntheticKv& kv,
+                                absl::Span<const int64_t> positions) {
+  if (positions.empty()) return absl::OkStatus();
+  std::vector<size_t> rows;
+  rows.reserve(positions.size());
+  for (int64_t p : positions) {
+    const int64_t row = kv.RowOf(p);
+    if (row < 0) return absl::InvalidArgumentError(absl::StrCat("position ", p, " is not a row"));
+    rows.push_back(static_cast<size_t>(row));
+  }
+  std::vector<uint16_t> keys, values;
+  absl::StatusOr<v1::OffloadResponse> r = OffloadRows(
+      client, session_id, geometry, kv, 0, kv.options().num_layers, rows, &keys, &values);
+  return r.status();
+}
+
+std::string FloatBytes(const std::vector<float>& values) {
+  std::string bytes(values.size() * sizeof(float), '\0');
+  std::memcpy(bytes.data(), values.data(), bytes.size());
+  return bytes;
+}
+
+std::string CompactRanges(absl::Span<const int64_t> sorted) {
+  std::string out;
+  size_t i = 0;
+  while (i < sorted.size()) {
+    size_t j = i;
+    while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    absl::StrAppend(&out, sorted[i]);
+    if (j > i) absl::StrAppend(&out, "-", sorted[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const double rank = std::ceil(p / 100.0 * static_cast<double>(values.size()));
+  const size_t index = static_cast<size_t>(std::max(1.0, rank)) - 1;
+  return values[std::min(index, values.size() - 1)];
+}
+
+}  // namespace kvtier::ctl
