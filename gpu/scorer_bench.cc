@@ -66,6 +66,7 @@ void BM_Score7B(benchmark::State& state) {
   Problem& p = SevenB(tokens, rows);
   internal::CpuScorerOptions options;
   options.isa = static_cast<internal::Isa>(state.range(2));
+  options.num_threads = static_cast<int>(state.range(3));
   if (!internal::IsaSupported(options.isa)) {
     state.SkipWithError("ISA not supported");
     return;
@@ -87,10 +88,13 @@ void BM_Score7B(benchmark::State& state) {
   state.SetLabel(internal::IsaName(options.isa));
 }
 
+// Args: tokens, rows, ISA, threads (0: one per hardware thread).
 BENCHMARK(BM_Score7B)
-    ->Args({64, 32768, static_cast<int>(internal::Isa::kAvx512)})
-    ->Args({64, 32768, static_cast<int>(internal::Isa::kAvx2)})
-    ->Args({8, 32768, static_cast<int>(internal::Isa::kAvx512)})
+    ->ArgNames({"T", "N", "isa", "threads"})
+    ->Args({64, 32768, static_cast<int>(internal::Isa::kAvx512), 0})
+    ->Args({64, 32768, static_cast<int>(internal::Isa::kAvx512), 1})
+    ->Args({64, 32768, static_cast<int>(internal::Isa::kAvx2), 0})
+    ->Args({8, 32768, static_cast<int>(internal::Isa::kAvx512), 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(2.0);
