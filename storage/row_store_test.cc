@@ -597,10 +597,15 @@ TEST(RowStore, MarkPromotedAndReoffload) {
   EXPECT_EQ(store->counts().promoted, 1);
   EXPECT_EQ(store->counts().candidate, 9);
   model.ExpectGather(*store, {5}, 0, 3);
+  // And it can be promoted again.
+  ASSERT_TRUE(store->MarkPromoted(std::vector<int64_t>{5}).ok());
+  EXPECT_EQ(CandidateOf(*store, 5), 0);
+  EXPECT_EQ(store->counts().promoted, 2);
+  EXPECT_EQ(store->counts().candidate, 8);
 
   // Releasing a promoted row keeps the counters right.
   store->Release(std::vector<int64_t>{2});
-  EXPECT_EQ(store->counts().promoted, 0);
+  EXPECT_EQ(store->counts().promoted, 1);
   EXPECT_EQ(store->counts().complete, 9);
   EXPECT_EQ(store->counts().stored, 10);
 }
@@ -627,8 +632,10 @@ TEST(RowStore, ImportanceIsKeptUntilSentAgain) {
   EXPECT_EQ(importance_of(3), 0.f);
   ASSERT_TRUE(model.Offload(*store, {2}, 1, 2, {2.5f}).ok());
   EXPECT_EQ(importance_of(2), 2.5f);
-  // A freed slot forgets the importance of its last row.
+  // A freed slot forgets the importance of its last row (row 4 keeps the segment alive).
+  ASSERT_TRUE(model.Offload(*store, {4}, 0, 1).ok());
   store->Release(std::vector<int64_t>{1, 2, 3});
+  ASSERT_EQ(store->View().blocks.size(), 1u);
   ASSERT_TRUE(model.Offload(*store, {8, 9, 10}, 0, 1, {}).ok());
   EXPECT_EQ(importance_of(8), 0.f);
   EXPECT_EQ(importance_of(9), 0.f);
