@@ -33,8 +33,8 @@ if [ ! -f "$ready" ]; then
   kill -TERM "$daemon"
   exit 1
 fi
-"$build/tools/kvtierctl/kvtierctl" health --server unix://kvtier-data/kvtierd.sock
-"$build/tools/kvtierctl/kvtierctl" demo --server unix://kvtier-data/kvtierd.sock
+"$build/tools/kvtierctl" health --server unix://kvtier-data/kvtierd.sock
+"$build/tools/kvtierctl" demo --server unix://kvtier-data/kvtierd.sock
 
 echo
 echo "kvtierd is serving (unix://kvtier-data/kvtierd.sock, 127.0.0.1:50551," \
