@@ -1,0 +1,116 @@
+#include "tests/integration_util.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "absl/container/flat_hash_set.h"
+
+namespace kvtier::testing {
+
+synthetic::SyntheticOptions SmallOptions(int64_t rows, uint64_t seed) {
+  synthetic::SyntheticOptions o;
+  o.num_layers = 4;
+  o.num_q_heads = 8;
+  o.num_kv_heads = 2;
+  o.head_dim = 32;
+  o.num_rows = rows;
+  o.num_needles = 3;
+  o.needle_min_rows = 8;
+  o.needle_max_rows = 12;
+  o.seed = seed;
+  return o;
+}
+
+std::unique_ptr<Client> MakeClient(const std::string& target, size_t offload_chunk_bytes) {
+  ClientOptions options;
+  options.target = target;
+  options.default_deadline = absl::Seconds(120);
+  options.retry.initial_backoff = absl::Milliseconds(20);
+  if (offload_chunk_bytes > 0) options.offload_chunk_bytes = offload_chunk_bytes;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(options);
+  return client.ok() ? std::move(*client) : nullptr;
+}
+
+absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
+                                        uint32_t ttl_seconds) {
+  v1::OpenSessionRequest request;
+  v1::Geometry* g = request.mutable_geometry();
+  g->set_num_layers(kv.options().num_layers);
+  g->set_num_q_heads(kv.options().num_q_heads);
+  g->set_num_kv_heads(kv.options().num_kv_heads);
+  g->set_head_dim(kv.options().head_dim);
+  g->set_dtype(v1::DTYPE_FLOAT16);
+  request.set_ttl_seconds(ttl_seconds);
+  absl::StatusOr<v1::SessionInfo> info = client.OpenSession(request);
+  if (!info.ok()) return info.status();
+  absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(info->geometry());
+  if (!geometry.ok()) return geometry.status();
+  return TestSession{info->session_id(), *geometry, *info};
+}
+
+absl::Status OffloadAll(Client& client, const TestSession& session,
+                        const synthetic::SyntheticKv& kv, int32_t layers_per_call) {
+  std::vector<size_t> rows(kv.positions().size());
+  std::iota(rows.begin(), rows.end(), size_t{0});
+  std::vector<uint16_t> keys, values;
+  for (int32_t lb = 0; lb < kv.options().num_layers; lb += layers_per_call) {
+    const int32_t le = std::min(kv.options().num_layers, lb + layers_per_call);
+    const size_t elements = static_cast<size_t>(le - lb) * rows.size() * kv.LayerRowElements();
+    keys.resize(elements);
+    values.resize(elements);
+    kv.FillKeys(lb, le, rows, absl::MakeSpan(keys));
+    kv.FillValues(lb, le, rows, absl::MakeSpan(values));
+    OffloadBatch batch;
+    batch.positions = kv.positions();
+    batch.layer_begin = lb;
+    batch.layer_end = le;
+    batch.keys = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(keys.data()),
+                                     elements * sizeof(uint16_t));
+    batch.values = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
+                                       elements * sizeof(uint16_t));
+    absl::StatusOr<v1::OffloadResponse> r = client.Offload(session.id, session.geometry, batch);
+    if (!r.ok()) return r.status();
+  }
+  return absl::OkStatus();
+}
+
+ExpectedRows ExpectedPayload(const synthetic::SyntheticKv& kv,
+                             absl::Span<const int64_t> positions) {
+  std::vector<size_t> rows;
+  for (int64_t p : positions) rows.push_back(static_cast<size_t>(kv.RowOf(p)));
+  const size_t elements =
+      static_cast<size_t>(kv.options().num_layers) * rows.size() * kv.LayerRowElements();
+  std::vector<uint16_t> keys(elements), values(elements);
+  kv.FillKeys(0, kv.options().num_layers, rows, absl::MakeSpan(keys));
+  kv.FillValues(0, kv.options().num_layers, rows, absl::MakeSpan(values));
+  ExpectedRows out;
+  out.keys.assign(reinterpret_cast<const char*>(keys.data()), elements * sizeof(uint16_t));
+  out.values.assign(reinterpret_cast<const char*>(values.data()), elements * sizeof(uint16_t));
+  return out;
+}
+
+v1::RepairRequest NeedleRepair(const synthetic::SyntheticKv& kv, const std::string& session_id,
+                               int32_t needle, int32_t budget, int32_t num_tokens,
+                               v1::ReturnMode mode) {
+  v1::RepairRequest request;
+  request.set_session_id(session_id);
+  request.set_budget(budget);
+  request.set_selector(v1::SELECTOR_REPAIRKV);
+  request.set_return_mode(mode);
+  v1::Signal* signal = request.mutable_signal();
+  signal->set_num_tokens(num_tokens);
+  signal->set_query_dtype(v1::DTYPE_FLOAT32);
+  const std::vector<float> q =
+      kv.Queries(needle, num_tokens, 2.0f, 1.0f, static_cast<uint64_t>(needle) + 100);
+  signal->mutable_queries()->assign(reinterpret_cast<const char*>(q.data()),
+                                    q.size() * sizeof(float));
+  return request;
+}
+
+bool Contains(absl::Span<const int64_t> positions, absl::Span<const int64_t> needle) {
+  absl::flat_hash_set<int64_t> set(positions.begin(), positions.end());
+  return std::all_of(needle.begin(), needle.end(), [&](int64_t p) { return set.contains(p); });
+}
+
+}  // namespace kvtier::testing
