@@ -79,10 +79,11 @@ int RunDemo(const std::vector<std::string>& args) {
                              static_cast<double>(geometry->LayerRowBytes());
   std::printf("session %s: %d layers, %d q heads, %d KV heads, head_dim %d, fp16\n", id.c_str(),
               o.num_layers, o.num_q_heads, o.num_kv_heads, o.head_dim);
-  std::printf("evicted rows: %lld at positions %lld..%lld (%lld gaps), %.1f MiB of K+V\n",
-              static_cast<long long>(num_rows), static_cast<long long>(kv.positions().front()),
-              static_cast<long long>(kv.positions().back()),
-              static_cast<long long>(kv.positions().back() + 1 - num_rows), total_bytes / kMiB);
+  std::printf(
+      "evicted rows: %lld at positions %lld..%lld (%lld positions in gaps), %.1f MiB of K+V\n",
+      static_cast<long long>(num_rows), static_cast<long long>(kv.positions().front()),
+      static_cast<long long>(kv.positions().back()),
+      static_cast<long long>(kv.positions().back() + 1 - num_rows), total_bytes / kMiB);
   for (size_t n = 0; n < kv.needles().size(); ++n) {
     const synthetic::Needle& needle = kv.needles()[n];
     std::printf("needle %zu: positions %s (%zu rows)\n", n, CompactRanges(needle.positions).c_str(),
