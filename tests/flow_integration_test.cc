@@ -1,6 +1,9 @@
 // End-to-end flows through the real daemon and the real SDK: offload, repair in both return
 // modes, promote, release, request_id replay, concurrent clients, and the metrics endpoint.
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -10,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "reflection/reflection_subset.grpc.pb.h"
 #include "tests/daemon_harness.h"
 #include "tests/integration_util.h"
 #include "tests/shared_daemon_test.h"
@@ -281,6 +285,31 @@ TEST_P(FlowTest, HealthStatsAndListSessions) {
   EXPECT_TRUE(std::any_of(stats->tiers().begin(), stats->tiers().end(),
                           [](const v1::TierStats& t) { return t.name() == "host"; }));
   EXPECT_TRUE(client_->ReleaseSession(session->id).ok());
+}
+
+// Server reflection lists the kvtier service and the health service.
+TEST_P(FlowTest, ServerReflectionListsServices) {
+  const std::string target = GetParam() ? daemon().tcp_target() : daemon().unix_target();
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("*");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->WritesDone());
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::vector<std::string> names;
+  for (const auto& service : response.list_services_response().service()) {
+    names.push_back(service.name());
+  }
+  EXPECT_THAT(names, ::testing::Contains("kvtier.v1.KvTier"));
+  EXPECT_THAT(names, ::testing::Contains("grpc.health.v1.Health"));
+  while (stream->Read(&response)) {
+  }
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, FlowTest, ::testing::Values(false, true),
