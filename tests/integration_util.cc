@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <numeric>
 
 #include "absl/container/flat_hash_set.h"
+#include "tools/synthetic/synthetic_client.h"
 
 namespace kvtier::testing {
 
@@ -34,15 +34,7 @@ std::unique_ptr<Client> MakeClient(const std::string& target, size_t offload_chu
 
 absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
                                         uint32_t ttl_seconds) {
-  v1::OpenSessionRequest request;
-  v1::Geometry* g = request.mutable_geometry();
-  g->set_num_layers(kv.options().num_layers);
-  g->set_num_q_heads(kv.options().num_q_heads);
-  g->set_num_kv_heads(kv.options().num_kv_heads);
-  g->set_head_dim(kv.options().head_dim);
-  g->set_dtype(v1::DTYPE_FLOAT16);
-  request.set_ttl_seconds(ttl_seconds);
-  absl::StatusOr<v1::SessionInfo> info = client.OpenSession(request);
+  absl::StatusOr<v1::SessionInfo> info = synthetic::OpenSession(client, kv, ttl_seconds);
   if (!info.ok()) return info.status();
   absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(info->geometry());
   if (!geometry.ok()) return geometry.status();
@@ -51,28 +43,7 @@ absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::Synthet
 
 absl::Status OffloadAll(Client& client, const TestSession& session,
                         const synthetic::SyntheticKv& kv, int32_t layers_per_call) {
-  std::vector<size_t> rows(kv.positions().size());
-  std::iota(rows.begin(), rows.end(), size_t{0});
-  std::vector<uint16_t> keys, values;
-  for (int32_t lb = 0; lb < kv.options().num_layers; lb += layers_per_call) {
-    const int32_t le = std::min(kv.options().num_layers, lb + layers_per_call);
-    const size_t elements = static_cast<size_t>(le - lb) * rows.size() * kv.LayerRowElements();
-    keys.resize(elements);
-    values.resize(elements);
-    kv.FillKeys(lb, le, rows, absl::MakeSpan(keys));
-    kv.FillValues(lb, le, rows, absl::MakeSpan(values));
-    OffloadBatch batch;
-    batch.positions = kv.positions();
-    batch.layer_begin = lb;
-    batch.layer_end = le;
-    batch.keys = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(keys.data()),
-                                     elements * sizeof(uint16_t));
-    batch.values = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
-                                       elements * sizeof(uint16_t));
-    absl::StatusOr<v1::OffloadResponse> r = client.Offload(session.id, session.geometry, batch);
-    if (!r.ok()) return r.status();
-  }
-  return absl::OkStatus();
+  return synthetic::OffloadAllRows(client, session.id, session.geometry, kv, layers_per_call);
 }
 
 ExpectedRows ExpectedPayload(const synthetic::SyntheticKv& kv,

@@ -98,20 +98,12 @@ const google::protobuf::RepeatedField<int64_t>& Order(const v1::PromoteSummary& 
   return s.positions();
 }
 
-// The collected form of a Repair or Promote stream.
-template <typename Summary>
-struct Collected {
-  Summary summary;
-  RowPayload payload;
-  v1::StageTimings timings;
-  uint64_t bytes_received = 0;
-};
-
-// Reads a `summary`, `chunk`*, `done` stream into `out`. Sets *may_retry = false once a
-// message was received. INTERNAL when the stream breaks that shape.
-template <typename Response, typename Summary>
+// Reads a `summary`, `chunk`*, `done` stream into `out` (a RepairResult or PromoteResult).
+// Sets *may_retry = false once a message was received. INTERNAL when the stream breaks that
+// shape.
+template <typename Response, typename Result>
 absl::Status CollectStream(grpc::ClientContext* context, grpc::ClientReader<Response>* reader,
-                           const RowGeometry& geometry, Collected<Summary>* out, bool* may_retry) {
+                           const RowGeometry& geometry, Result* out, bool* may_retry) {
   enum class Expect { kSummary, kChunkOrDone, kNothing };
   Expect expect = Expect::kSummary;
   std::unique_ptr<client_internal::PayloadAssembler> assembler;
@@ -180,6 +172,25 @@ absl::Status CheckPayloadGeometry(const RowGeometry& geometry, v1::ReturnMode mo
         "geometry: the session's row geometry is needed to reassemble the payload");
   }
   return absl::OkStatus();
+}
+
+// Runs a Repair or Promote call: `open(context)` starts the server stream, which is collected
+// into a `Result`. Retried (on UNAVAILABLE) only until the stream's first message arrives.
+template <typename Result, typename Open>
+absl::StatusOr<Result> CollectCall(const ClientOptions& options, const CallOptions& call,
+                                   const RowGeometry& geometry, v1::ReturnMode mode, Open open) {
+  if (absl::Status s = CheckPayloadGeometry(geometry, mode); !s.ok()) return s;
+  const absl::Time deadline = Deadline(options, call);
+  Result result;
+  absl::Status status = RetryUnavailable(options.retry, deadline, [&](bool* may_retry) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(deadline));
+    result = Result();
+    auto reader = open(&context);
+    return CollectStream(&context, reader.get(), geometry, &result, may_retry);
+  });
+  if (!status.ok()) return status;
+  return result;
 }
 
 }  // namespace
@@ -298,47 +309,17 @@ absl::StatusOr<v1::OffloadResponse> Client::OffloadChunks(absl::Span<const v1::O
 
 absl::StatusOr<RepairResult> Client::Repair(const v1::RepairRequest& request,
                                             const RowGeometry& geometry, const CallOptions& call) {
-  if (absl::Status s = CheckPayloadGeometry(geometry, request.return_mode()); !s.ok()) return s;
-  const absl::Time deadline = Deadline(options_, call);
-  Collected<v1::RepairSummary> collected;
-  absl::Status status = RetryUnavailable(options_.retry, deadline, [&](bool* may_retry) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(deadline));
-    collected = Collected<v1::RepairSummary>();
-    std::unique_ptr<grpc::ClientReader<v1::RepairResponse>> reader =
-        impl_->stub_->Repair(&context, request);
-    return CollectStream(&context, reader.get(), geometry, &collected, may_retry);
-  });
-  if (!status.ok()) return status;
-  RepairResult result;
-  result.summary = std::move(collected.summary);
-  result.payload = std::move(collected.payload);
-  result.timings = std::move(collected.timings);
-  result.bytes_received = collected.bytes_received;
-  return result;
+  return CollectCall<RepairResult>(
+      options_, call, geometry, request.return_mode(),
+      [&](grpc::ClientContext* context) { return impl_->stub_->Repair(context, request); });
 }
 
 absl::StatusOr<PromoteResult> Client::Promote(const v1::PromoteRequest& request,
                                               const RowGeometry& geometry,
                                               const CallOptions& call) {
-  if (absl::Status s = CheckPayloadGeometry(geometry, request.return_mode()); !s.ok()) return s;
-  const absl::Time deadline = Deadline(options_, call);
-  Collected<v1::PromoteSummary> collected;
-  absl::Status status = RetryUnavailable(options_.retry, deadline, [&](bool* may_retry) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(deadline));
-    collected = Collected<v1::PromoteSummary>();
-    std::unique_ptr<grpc::ClientReader<v1::PromoteResponse>> reader =
-        impl_->stub_->Promote(&context, request);
-    return CollectStream(&context, reader.get(), geometry, &collected, may_retry);
-  });
-  if (!status.ok()) return status;
-  PromoteResult result;
-  result.summary = std::move(collected.summary);
-  result.payload = std::move(collected.payload);
-  result.timings = std::move(collected.timings);
-  result.bytes_received = collected.bytes_received;
-  return result;
+  return CollectCall<PromoteResult>(
+      options_, call, geometry, request.return_mode(),
+      [&](grpc::ClientContext* context) { return impl_->stub_->Promote(context, request); });
 }
 
 absl::StatusOr<v1::ReleaseResponse> Client::Release(const v1::ReleaseRequest& request,

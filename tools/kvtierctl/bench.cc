@@ -16,6 +16,7 @@
 #include "tools/kvtierctl/commands.h"
 #include "tools/kvtierctl/flags.h"
 #include "tools/kvtierctl/synthetic_session.h"
+#include "tools/synthetic/synthetic_client.h"
 
 namespace kvtier::ctl {
 namespace {
@@ -91,7 +92,7 @@ int RunBench(const std::vector<std::string>& args) {
   Client& client = **connected;
 
   const synthetic::SyntheticKv kv(SevenBClassOptions(num_rows, seed));
-  absl::StatusOr<v1::SessionInfo> session = OpenSyntheticSession(client, kv);
+  absl::StatusOr<v1::SessionInfo> session = synthetic::OpenSession(client, kv);
   if (!session.ok()) return Fail("OpenSession", session.status());
   const std::string& id = session->session_id();
   absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(session->geometry());
@@ -105,8 +106,8 @@ int RunBench(const std::vector<std::string>& args) {
     const size_t end = std::min(static_cast<size_t>(num_rows), begin + kOffloadBlockRows);
     std::vector<size_t> rows(end - begin);
     std::iota(rows.begin(), rows.end(), begin);
-    absl::StatusOr<v1::OffloadResponse> r =
-        OffloadRows(client, id, *geometry, kv, 0, kv.options().num_layers, rows, &keys, &values);
+    absl::StatusOr<synthetic::OffloadedRange> r = synthetic::OffloadRows(
+        client, id, *geometry, kv, 0, kv.options().num_layers, rows, &keys, &values);
     if (!r.ok()) return Fail("Offload", r.status());
   }
   std::fprintf(stderr, "offloaded in %.1f s\n", absl::ToDoubleSeconds(absl::Now() - offload_start));

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <numeric>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -13,6 +12,7 @@
 #include "tools/kvtierctl/commands.h"
 #include "tools/kvtierctl/flags.h"
 #include "tools/kvtierctl/synthetic_session.h"
+#include "tools/synthetic/synthetic_client.h"
 
 namespace kvtier::ctl {
 namespace {
@@ -69,7 +69,7 @@ int RunDemo(const std::vector<std::string>& args) {
 
   const synthetic::SyntheticKv kv(SevenBClassOptions(num_rows, seed));
   const synthetic::SyntheticOptions& o = kv.options();
-  absl::StatusOr<v1::SessionInfo> session = OpenSyntheticSession(client, kv);
+  absl::StatusOr<v1::SessionInfo> session = synthetic::OpenSession(client, kv);
   if (!session.ok()) return Fail("OpenSession", session.status());
   const std::string& id = session->session_id();
   absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(session->geometry());
@@ -94,39 +94,29 @@ int RunDemo(const std::vector<std::string>& args) {
     return 1;
   }
 
-  // Offload, one layer range per call.
-  std::vector<size_t> all_rows(static_cast<size_t>(num_rows));
-  std::iota(all_rows.begin(), all_rows.end(), size_t{0});
-  std::vector<uint16_t> keys, values;
+  // Offload, one layer range per call. Generating the rows is the engine's business; only the
+  // RPC is timed.
   double offload_seconds = 0;
-  for (int32_t lb = 0; lb < o.num_layers; lb += layers_per_call) {
+  int32_t offloaded_layers = 0;
+  const absl::Status offloaded = synthetic::OffloadAllRows(
+      client, id, *geometry, kv, layers_per_call, [&](const synthetic::OffloadedRange& range) {
+        const v1::OffloadResponse& r = range.response;
+        const double seconds = absl::ToDoubleSeconds(range.call_time);
+        offload_seconds += seconds;
+        offloaded_layers = range.layer_end;
+        std::printf(
+            "offload layers %2d-%2d: %7.1f MiB in %3lld chunks, %.3f s, %7.1f MiB/s "
+            "(generation %.2f s, not counted)\n",
+            range.layer_begin, range.layer_end - 1, static_cast<double>(r.bytes()) / kMiB,
+            static_cast<long long>(r.chunks()), seconds,
+            static_cast<double>(r.bytes()) / kMiB / seconds,
+            absl::ToDoubleSeconds(range.fill_time));
+      });
+  if (!offloaded.ok()) {
+    // The failed call is the layer range after the last one that succeeded.
+    const int32_t lb = offloaded_layers;
     const int32_t le = std::min(o.num_layers, lb + layers_per_call);
-    const absl::Time start = absl::Now();
-    // Generating the rows is the engine's business; only the RPC is timed.
-    const size_t elements = static_cast<size_t>(le - lb) * all_rows.size() * kv.LayerRowElements();
-    keys.resize(elements);
-    values.resize(elements);
-    kv.FillKeys(lb, le, all_rows, absl::MakeSpan(keys));
-    kv.FillValues(lb, le, all_rows, absl::MakeSpan(values));
-    const absl::Time sent = absl::Now();
-    OffloadBatch batch;
-    batch.positions = kv.positions();
-    batch.layer_begin = lb;
-    batch.layer_end = le;
-    batch.keys = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(keys.data()),
-                                     elements * sizeof(uint16_t));
-    batch.values = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values.data()),
-                                       elements * sizeof(uint16_t));
-    absl::StatusOr<v1::OffloadResponse> r = client.Offload(id, *geometry, batch);
-    if (!r.ok()) return Fail(absl::StrCat("Offload layers ", lb, "-", le - 1), r.status());
-    const double seconds = absl::ToDoubleSeconds(absl::Now() - sent);
-    offload_seconds += seconds;
-    std::printf(
-        "offload layers %2d-%2d: %7.1f MiB in %3lld chunks, %.3f s, %7.1f MiB/s "
-        "(generation %.2f s, not counted)\n",
-        lb, le - 1, static_cast<double>(r->bytes()) / kMiB, static_cast<long long>(r->chunks()),
-        seconds, static_cast<double>(r->bytes()) / kMiB / seconds,
-        absl::ToDoubleSeconds(sent - start));
+    return Fail(absl::StrCat("Offload layers ", lb, "-", le - 1), offloaded);
   }
   std::printf("offload total: %.1f MiB in %.2f s, %.1f MiB/s\n", total_bytes / kMiB,
               offload_seconds, total_bytes / kMiB / offload_seconds);

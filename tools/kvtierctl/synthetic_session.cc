@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "tools/synthetic/synthetic_client.h"
 
 namespace kvtier::ctl {
 
@@ -22,41 +23,6 @@ synthetic::SyntheticOptions SevenBClassOptions(int64_t rows, uint64_t seed) {
   return options;
 }
 
-absl::StatusOr<v1::SessionInfo> OpenSyntheticSession(Client& client,
-                                                     const synthetic::SyntheticKv& kv) {
-  v1::OpenSessionRequest request;
-  v1::Geometry* g = request.mutable_geometry();
-  g->set_num_layers(kv.options().num_layers);
-  g->set_num_q_heads(kv.options().num_q_heads);
-  g->set_num_kv_heads(kv.options().num_kv_heads);
-  g->set_head_dim(kv.options().head_dim);
-  g->set_dtype(v1::DTYPE_FLOAT16);
-  return client.OpenSession(request);
-}
-
-absl::StatusOr<v1::OffloadResponse> OffloadRows(
-    Client& client, const std::string& session_id, const RowGeometry& geometry,
-    const synthetic::SyntheticKv& kv, int32_t layer_begin, int32_t layer_end,
-    absl::Span<const size_t> rows, std::vector<uint16_t>* keys, std::vector<uint16_t>* values) {
-  const size_t elements =
-      static_cast<size_t>(layer_end - layer_begin) * rows.size() * kv.LayerRowElements();
-  keys->resize(elements);
-  values->resize(elements);
-  kv.FillKeys(layer_begin, layer_end, rows, absl::MakeSpan(*keys));
-  kv.FillValues(layer_begin, layer_end, rows, absl::MakeSpan(*values));
-  std::vector<int64_t> positions(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) positions[i] = kv.positions()[rows[i]];
-  OffloadBatch batch;
-  batch.positions = positions;
-  batch.layer_begin = layer_begin;
-  batch.layer_end = layer_end;
-  batch.keys = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(keys->data()),
-                                   elements * sizeof(uint16_t));
-  batch.values = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values->data()),
-                                     elements * sizeof(uint16_t));
-  return client.Offload(session_id, geometry, batch);
-}
-
 absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
                                 const RowGeometry& geometry, const synthetic::SyntheticKv& kv,
                                 absl::Span<const int64_t> positions) {
@@ -69,7 +35,7 @@ absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
     rows.push_back(static_cast<size_t>(row));
   }
   std::vector<uint16_t> keys, values;
-  absl::StatusOr<v1::OffloadResponse> r = OffloadRows(
+  absl::StatusOr<synthetic::OffloadedRange> r = synthetic::OffloadRows(
       client, session_id, geometry, kv, 0, kv.options().num_layers, rows, &keys, &values);
   return r.status();
 }
