@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/status_util.h"
 #include "server/validation.h"
+#include "spdlog/spdlog.h"
 
 namespace kvtier::server {
 namespace {
@@ -73,7 +74,10 @@ void KvTierService::RefreshTierGauges() {
 
 void KvTierService::Maintain(absl::Time now) {
   const int64_t expired = registry_->ExpireIdle(now);
-  if (expired > 0) metrics_->expired_sessions().Increment(static_cast<double>(expired));
+  if (expired > 0) {
+    spdlog::info("{} idle session(s) expired", expired);
+    metrics_->expired_sessions().Increment(static_cast<double>(expired));
+  }
   RefreshTierGauges();
 }
 
@@ -97,6 +101,13 @@ absl::Status KvTierService::DoOpenSession(const v1::OpenSessionRequest& request,
                       absl::Seconds(request.ttl_seconds()), absl::Now());
   if (!session.ok()) return session.status();
   (*session)->FillInfo(response->mutable_session());
+  const storage::Geometry& g = (*session)->geometry();
+  spdlog::info(
+      "session {} opened: tenant={} layers={} q_heads={} kv_heads={} head_dim={} "
+      "dtype_bytes={} scoring_layers={} ttl={}s",
+      (*session)->id(), (*session)->tenant(), g.num_layers, g.num_q_heads, g.num_kv_heads,
+      g.head_dim, storage::DTypeSize(g.dtype), g.scoring_layers.size(),
+      absl::ToInt64Seconds((*session)->ttl()));
   RefreshTierGauges();
   return absl::OkStatus();
 }
@@ -117,6 +128,10 @@ absl::Status KvTierService::DoOffload(grpc::ServerReader<v1::OffloadChunk>* read
     absl::Status status = ApplyChunk(chunk, response);
     RefreshTierGauges();
     if (!status.ok()) {
+      if (absl::IsResourceExhausted(status)) {
+        spdlog::warn("offload to session {} rejected: {}", chunk.session_id(),
+                     std::string(status.message()));
+      }
       // Earlier chunks stay stored; the index tells the client where to resume.
       return WithPrefix(status, absl::StrCat("chunk ", response->chunks(), ": "));
     }
@@ -346,6 +361,8 @@ absl::Status KvTierService::DoRelease(const v1::ReleaseRequest& request,
     response->set_rows_released(info.rows_stored());
     response->set_bytes_freed(info.bytes());
     response->set_session_released(true);
+    spdlog::info("session {} released: {} rows, {} bytes", request.session_id(), info.rows_stored(),
+                 info.bytes());
     metrics_->released_rows().Increment(static_cast<double>(info.rows_stored()));
     removed->reset();  // frees the rows now unless an RPC in flight still holds the session
     RefreshTierGauges();
