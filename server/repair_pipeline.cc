@@ -90,15 +90,12 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
   return out;
 }
 
-absl::StatusOr<std::vector<v1::PayloadChunk>> GatherPayload(const storage::RowStore& store,
-                                                            const storage::Geometry& geometry,
-                                                            absl::Span<const int64_t> positions,
-                                                            size_t max_chunk_bytes) {
-  std::vector<v1::PayloadChunk> chunks;
+std::vector<PayloadSlice> PlanPayload(size_t rows, const storage::Geometry& geometry,
+                                      size_t max_chunk_bytes) {
+  std::vector<PayloadSlice> slices;
   const size_t layer_row = geometry.LayerRowBytes();  // K (or V) of one row, one layer
   const int32_t layers = geometry.num_layers;
-  // K+V of one row for every layer vs. the chunk limit.
-  const size_t row_bytes = 2 * layer_row * layers;
+  const size_t row_bytes = 2 * layer_row * static_cast<size_t>(layers);
   size_t rows_per_chunk = 1;
   int32_t layers_per_chunk = layers;
   if (row_bytes <= max_chunk_bytes) {
@@ -107,27 +104,36 @@ absl::StatusOr<std::vector<v1::PayloadChunk>> GatherPayload(const storage::RowSt
     layers_per_chunk =
         std::max<int32_t>(1, static_cast<int32_t>(max_chunk_bytes / (2 * layer_row)));
   }
-  for (size_t begin = 0; begin < positions.size(); begin += rows_per_chunk) {
-    const size_t n = std::min(rows_per_chunk, positions.size() - begin);
-    absl::Span<const int64_t> rows = positions.subspan(begin, n);
+  for (size_t begin = 0; begin < rows; begin += rows_per_chunk) {
+    const size_t end = std::min(rows, begin + rows_per_chunk);
     for (int32_t l0 = 0; l0 < layers; l0 += layers_per_chunk) {
-      const int32_t l1 = std::min(layers, l0 + layers_per_chunk);
-      v1::PayloadChunk& chunk = chunks.emplace_back();
-      chunk.mutable_positions()->Assign(rows.begin(), rows.end());
-      chunk.set_layer_begin(l0);
-      chunk.set_layer_end(l1);
-      const size_t bytes = layer_row * n * static_cast<size_t>(l1 - l0);
-      std::string* keys = chunk.mutable_keys();
-      std::string* values = chunk.mutable_values();
-      keys->resize(bytes);
-      values->resize(bytes);
-      absl::Status s = store.Gather(
-          rows, l0, l1, absl::MakeSpan(reinterpret_cast<std::byte*>(keys->data()), bytes),
-          absl::MakeSpan(reinterpret_cast<std::byte*>(values->data()), bytes));
-      if (!s.ok()) return s;
+      slices.push_back({begin, end, l0, std::min(layers, l0 + layers_per_chunk)});
     }
   }
-  return chunks;
+  return slices;
+}
+
+uint64_t SliceBytes(const PayloadSlice& slice, const storage::Geometry& geometry) {
+  return 2 * geometry.LayerRowBytes() * (slice.row_end - slice.row_begin) *
+         static_cast<uint64_t>(slice.layer_end - slice.layer_begin);
+}
+
+absl::Status GatherSlice(const storage::RowStore& store, const storage::Geometry& geometry,
+                         absl::Span<const int64_t> positions, const PayloadSlice& slice,
+                         v1::PayloadChunk* chunk) {
+  absl::Span<const int64_t> rows =
+      positions.subspan(slice.row_begin, slice.row_end - slice.row_begin);
+  chunk->mutable_positions()->Assign(rows.begin(), rows.end());
+  chunk->set_layer_begin(slice.layer_begin);
+  chunk->set_layer_end(slice.layer_end);
+  const size_t bytes = SliceBytes(slice, geometry) / 2;
+  std::string* keys = chunk->mutable_keys();
+  std::string* values = chunk->mutable_values();
+  keys->resize(bytes);  // no reallocation (nor zero fill) when the size is unchanged
+  values->resize(bytes);
+  return store.Gather(rows, slice.layer_begin, slice.layer_end,
+                      absl::MakeSpan(reinterpret_cast<std::byte*>(keys->data()), bytes),
+                      absl::MakeSpan(reinterpret_cast<std::byte*>(values->data()), bytes));
 }
 
 }  // namespace kvtier::server

@@ -49,12 +49,29 @@ class RepairPipeline {
   scorer::Scorer* scorer_;
 };
 
-// Copies K and V of `positions` (complete rows) into chunks of at most max_chunk_bytes:
-// runs of whole rows when a row fits, else one row split by layer ranges. The caller holds
-// the session lock.
-absl::StatusOr<std::vector<v1::PayloadChunk>> GatherPayload(
-    const storage::RowStore& store, const storage::Geometry& geometry,
-    absl::Span<const int64_t> positions, size_t max_chunk_bytes = kMaxPayloadChunkBytes);
+// One payload chunk: rows [row_begin, row_end) of the returned positions, layers
+// [layer_begin, layer_end).
+struct PayloadSlice {
+  size_t row_begin = 0;
+  size_t row_end = 0;
+  int32_t layer_begin = 0;
+  int32_t layer_end = 0;
+};
+
+// Splits the payload of `rows` complete rows into chunks of at most max_chunk_bytes of
+// keys + values: runs of whole rows when a row fits, else one row split by layer ranges.
+std::vector<PayloadSlice> PlanPayload(size_t rows, const storage::Geometry& geometry,
+                                      size_t max_chunk_bytes = kMaxPayloadChunkBytes);
+
+// Bytes of keys + values of `slice`.
+uint64_t SliceBytes(const PayloadSlice& slice, const storage::Geometry& geometry);
+
+// Copies K and V of the slice's rows of `positions` into `chunk`, reusing its buffers (so a
+// chunk message reused across slices allocates once). NOT_FOUND / FAILED_PRECONDITION when
+// a row is no longer stored and complete. The caller holds the session lock.
+absl::Status GatherSlice(const storage::RowStore& store, const storage::Geometry& geometry,
+                         absl::Span<const int64_t> positions, const PayloadSlice& slice,
+                         v1::PayloadChunk* chunk);
 
 }  // namespace kvtier::server
 

@@ -89,17 +89,30 @@ TEST(RepairPipeline, StopsWhenTheDeadlinePasses) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
-TEST(GatherPayload, ChunksReassembleToTheOffloadedBytes) {
+// Gathers every slice of the plan into one reused message, as the service streams them.
+std::vector<v1::PayloadChunk> GatherAll(const Fixture& f, absl::Span<const int64_t> positions,
+                                        size_t max_chunk_bytes) {
+  std::vector<v1::PayloadChunk> chunks;
+  v1::PayloadChunk reused;
+  for (const PayloadSlice& slice : PlanPayload(positions.size(), f.geometry, max_chunk_bytes)) {
+    EXPECT_TRUE(GatherSlice(*f.store, f.geometry, positions, slice, &reused).ok());
+    EXPECT_EQ(reused.keys().size() + reused.values().size(), SliceBytes(slice, f.geometry));
+    chunks.push_back(reused);
+  }
+  return chunks;
+}
+
+TEST(PayloadPlan, ChunksReassembleToTheOffloadedBytes) {
   Fixture f(200, 0, 1);
   std::vector<int64_t> wanted = {1199, 1000, 1050, 1051, 1100};
   const size_t layer_row = f.geometry.LayerRowBytes();  // 64 bytes
-  // Two rows per chunk by size: 2 * (K+V of 3 layers) = 768 bytes.
-  absl::StatusOr<std::vector<v1::PayloadChunk>> chunks =
-      GatherPayload(*f.store, f.geometry, wanted, 2 * 2 * 3 * layer_row);
-  ASSERT_TRUE(chunks.ok()) << chunks.status();
-  ASSERT_EQ(chunks->size(), 3u);
+  // Two rows per chunk by size: 2 * (K+V of 3 layers) = 768 bytes; the last chunk is short,
+  // so the reused message must shrink.
+  std::vector<v1::PayloadChunk> chunks = GatherAll(f, wanted, 2 * 2 * 3 * layer_row);
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(chunks[2].keys().size(), 3 * layer_row);
   size_t next = 0;
-  for (const v1::PayloadChunk& c : *chunks) {
+  for (const v1::PayloadChunk& c : chunks) {
     EXPECT_EQ(c.layer_begin(), 0);
     EXPECT_EQ(c.layer_end(), 3);
     const int n = c.positions_size();
@@ -119,17 +132,14 @@ TEST(GatherPayload, ChunksReassembleToTheOffloadedBytes) {
   EXPECT_EQ(next, wanted.size());
 }
 
-TEST(GatherPayload, SplitsARowByLayersWhenItExceedsTheLimit) {
+TEST(PayloadPlan, SplitsARowByLayersWhenItExceedsTheLimit) {
   Fixture f(20, 0, 1);
   std::vector<int64_t> wanted = {1003, 1007};
   const size_t layer_row = f.geometry.LayerRowBytes();
   // Room for one layer of K+V only: each row becomes 3 chunks.
-  absl::StatusOr<std::vector<v1::PayloadChunk>> chunks =
-      GatherPayload(*f.store, f.geometry, wanted, 2 * layer_row);
-  ASSERT_TRUE(chunks.ok());
-  ASSERT_EQ(chunks->size(), 6u);
-  for (size_t i = 0; i < chunks->size(); ++i) {
-    const v1::PayloadChunk& c = (*chunks)[i];
+  std::vector<v1::PayloadChunk> chunks = GatherAll(f, wanted, 2 * layer_row);
+  ASSERT_EQ(chunks.size(), 6u);
+  for (const v1::PayloadChunk& c : chunks) {
     EXPECT_EQ(c.positions_size(), 1);
     EXPECT_EQ(c.layer_end() - c.layer_begin(), 1);
     EXPECT_EQ(c.keys().size(), layer_row);
@@ -139,10 +149,24 @@ TEST(GatherPayload, SplitsARowByLayersWhenItExceedsTheLimit) {
   }
 }
 
-TEST(GatherPayload, UnknownPositionIsNotFound) {
+TEST(PayloadPlan, LargeBudgetsStayWithinTheChunkLimit) {
   Fixture f(20, 0, 1);
-  std::vector<int64_t> wanted = {5};
-  EXPECT_EQ(GatherPayload(*f.store, f.geometry, wanted).status().code(),
+  const std::vector<PayloadSlice> plan = PlanPayload(1000000, f.geometry);
+  uint64_t total = 0;
+  for (const PayloadSlice& slice : plan) {
+    EXPECT_LE(SliceBytes(slice, f.geometry), kMaxPayloadChunkBytes);
+    total += SliceBytes(slice, f.geometry);
+  }
+  EXPECT_EQ(total, 1000000ull * f.geometry.RowBytes());
+}
+
+TEST(PayloadPlan, ReleasedRowIsNotFound) {
+  Fixture f(20, 0, 1);
+  std::vector<int64_t> wanted = {1002, 5};
+  v1::PayloadChunk chunk;
+  const std::vector<PayloadSlice> plan = PlanPayload(wanted.size(), f.geometry);
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(GatherSlice(*f.store, f.geometry, wanted, plan[0], &chunk).code(),
             absl::StatusCode::kNotFound);
 }
 

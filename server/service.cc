@@ -26,21 +26,41 @@ absl::Status StreamBroken() {
   return absl::CancelledError("client went away while the response was streaming");
 }
 
-// Streams `chunks` as chunk messages of Response (RepairResponse or PromoteResponse).
+// Streams the payload of `positions` slice by slice. Each slice is gathered under the
+// session lock into one reused message and written with the lock released: memory stays
+// at one chunk whatever K is, and a slow client never holds the session. Rows released or
+// re-offloaded by the engine while their payload streams end the call with
+// FAILED_PRECONDITION.
 template <typename Response>
-absl::Status WriteChunks(std::vector<v1::PayloadChunk>& chunks,
-                         grpc::ServerWriter<Response>* writer) {
-  for (v1::PayloadChunk& chunk : chunks) {
-    Response response;
-    *response.mutable_chunk() = std::move(chunk);
-    if (!writer->Write(response)) return StreamBroken();
+absl::Status StreamPayload(Session& session, absl::Span<const int64_t> positions,
+                           const std::vector<PayloadSlice>& plan,
+                           grpc::ServerWriter<Response>* writer, v1::StageTimings* timings) {
+  Response message;
+  v1::PayloadChunk* chunk = message.mutable_chunk();
+  double gather = 0, send = 0;
+  for (const PayloadSlice& slice : plan) {
+    const auto gather_start = Clock::now();
+    {
+      absl::MutexLock lock(&session.mu);
+      absl::Status s = GatherSlice(session.store(), session.geometry(), positions, slice, chunk);
+      if (!s.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "rows were released or changed while their payload was streaming: ", s.message()));
+      }
+    }
+    const auto send_start = Clock::now();
+    gather += std::chrono::duration<double>(send_start - gather_start).count();
+    if (!writer->Write(message)) return StreamBroken();
+    send += SecondsSince(send_start);
   }
+  timings->set_gather_seconds(gather);
+  timings->set_send_seconds(send);
   return absl::OkStatus();
 }
 
-uint64_t PayloadBytes(const std::vector<v1::PayloadChunk>& chunks) {
+uint64_t PlanBytes(const std::vector<PayloadSlice>& plan, const storage::Geometry& geometry) {
   uint64_t bytes = 0;
-  for (const auto& c : chunks) bytes += c.keys().size() + c.values().size();
+  for (const PayloadSlice& slice : plan) bytes += SliceBytes(slice, geometry);
   return bytes;
 }
 
@@ -198,42 +218,32 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
     return context->IsCancelled() || std::chrono::system_clock::now() > context->deadline();
   };
 
-  v1::RepairResponse head;
-  v1::RepairSummary& summary = *head.mutable_summary();
-  std::vector<v1::PayloadChunk> chunks;
+  SelectionOutcome outcome;
+  bool replayed = false;
   {
     absl::MutexLock lock(&session.mu);
     const RepairRecord* prior =
         request.request_id().empty() ? nullptr : session.FindRepair(request.request_id());
-    SelectionOutcome outcome;
     if (prior != nullptr) {
       outcome.chosen = prior->chosen;
       outcome.scores = prior->scores;
       outcome.candidates = prior->candidates;
-      summary.set_replayed(true);
+      replayed = true;
+      if (!params->positions_only) {
+        if (absl::Status s = session.store().CheckComplete(outcome.chosen); !s.ok()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("request_id: rows chosen by the earlier repair '", request.request_id(),
+                           "' were released since: ", s.message()));
+        }
+      }
     } else {
       absl::StatusOr<SelectionOutcome> selected = pipeline_->Select(
           session.store(), session.geometry(), *params, signal ? &*signal : nullptr, past_deadline);
       if (!selected.ok()) return selected.status();
       outcome = std::move(*selected);
-    }
-    if (!params->positions_only) {
-      const auto gather_start = Clock::now();
-      absl::StatusOr<std::vector<v1::PayloadChunk>> gathered =
-          GatherPayload(session.store(), session.geometry(), outcome.chosen);
-      if (!gathered.ok()) {
-        if (prior == nullptr) return gathered.status();
-        return absl::FailedPreconditionError(
-            absl::StrCat("request_id: rows chosen by the earlier repair '", request.request_id(),
-                         "' were released since: ", gathered.status().message()));
-      }
-      chunks = std::move(*gathered);
-      summary.mutable_timings()->set_gather_seconds(SecondsSince(gather_start));
-    }
-    if (prior == nullptr) {
-      // Nothing changes unless the selection is delivered within the deadline.
+      // Nothing changes unless the selection is made within the deadline.
       if (past_deadline()) {
-        return absl::DeadlineExceededError("deadline passed before the selection was sent");
+        return absl::DeadlineExceededError("deadline passed before the selection was made");
       }
       if (absl::Status s = session.store().MarkPromoted(outcome.chosen); !s.ok()) return s;
       session.PublishCounts();
@@ -242,32 +252,39 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
                                                       outcome.candidates, params->positions_only});
       }
     }
-    summary.mutable_chosen()->Assign(outcome.chosen.begin(), outcome.chosen.end());
-    summary.mutable_scores()->Assign(outcome.scores.begin(), outcome.scores.end());
-    summary.set_candidates(outcome.candidates);
-    summary.mutable_timings()->set_score_seconds(outcome.score_seconds);
-    summary.mutable_timings()->set_select_seconds(outcome.select_seconds);
   }
-  std::vector<int64_t> sorted(summary.chosen().begin(), summary.chosen().end());
+  const std::vector<PayloadSlice> plan =
+      params->positions_only ? std::vector<PayloadSlice>()
+                             : PlanPayload(outcome.chosen.size(), session.geometry());
+
+  v1::RepairResponse head;
+  v1::RepairSummary& summary = *head.mutable_summary();
+  summary.mutable_chosen()->Assign(outcome.chosen.begin(), outcome.chosen.end());
+  std::vector<int64_t> sorted = outcome.chosen;
   std::sort(sorted.begin(), sorted.end());
   summary.mutable_sorted()->Assign(sorted.begin(), sorted.end());
-  summary.set_payload_chunks(static_cast<int32_t>(chunks.size()));
-  summary.set_payload_bytes(PayloadBytes(chunks));
+  summary.mutable_scores()->Assign(outcome.scores.begin(), outcome.scores.end());
+  summary.set_candidates(outcome.candidates);
+  summary.set_replayed(replayed);
+  summary.mutable_timings()->set_score_seconds(outcome.score_seconds);
+  summary.mutable_timings()->set_select_seconds(outcome.select_seconds);
+  summary.set_payload_chunks(static_cast<int32_t>(plan.size()));
+  summary.set_payload_bytes(PlanBytes(plan, session.geometry()));
   summary.set_scorer(std::string(pipeline_->scorer_name()));
   metrics_->repairs().Increment();
-  metrics_->promoted_rows().Increment(static_cast<double>(sorted.size()));
-  if (!summary.replayed()) {
-    metrics_->ObserveRepairStage("score", summary.timings().score_seconds());
-    metrics_->ObserveRepairStage("select", summary.timings().select_seconds());
+  metrics_->promoted_rows().Increment(static_cast<double>(outcome.chosen.size()));
+  if (!replayed) {
+    metrics_->ObserveRepairStage("score", outcome.score_seconds);
+    metrics_->ObserveRepairStage("select", outcome.select_seconds);
   }
-  metrics_->ObserveRepairStage("gather", summary.timings().gather_seconds());
 
   v1::StageTimings timings = summary.timings();
   if (!writer->Write(head)) return StreamBroken();
-  const auto send_start = Clock::now();
-  if (absl::Status s = WriteChunks(chunks, writer); !s.ok()) return s;
-  timings.set_send_seconds(SecondsSince(send_start));
+  if (absl::Status s = StreamPayload(session, outcome.chosen, plan, writer, &timings); !s.ok()) {
+    return s;
+  }
   timings.set_total_seconds(SecondsSince(start));
+  metrics_->ObserveRepairStage("gather", timings.gather_seconds());
   metrics_->ObserveRepairStage("send", timings.send_seconds());
   metrics_->ObserveRepairStage("total", timings.total_seconds());
   v1::RepairResponse done;
@@ -303,34 +320,26 @@ absl::Status KvTierService::DoPromote(const v1::PromoteRequest& request,
   const absl::Span<const int64_t> positions =
       absl::MakeConstSpan(request.positions().data(), request.positions().size());
 
-  v1::PromoteResponse head;
-  v1::PromoteSummary& summary = *head.mutable_summary();
-  std::vector<v1::PayloadChunk> chunks;
   {
     absl::MutexLock lock(&session.mu);
-    if (absl::Status s = session.store().CheckComplete(positions); !s.ok()) return s;
-    if (request.return_mode() != v1::RETURN_MODE_POSITIONS) {
-      const auto gather_start = Clock::now();
-      absl::StatusOr<std::vector<v1::PayloadChunk>> gathered =
-          GatherPayload(session.store(), session.geometry(), positions);
-      if (!gathered.ok()) return gathered.status();
-      chunks = std::move(*gathered);
-      summary.set_gather_seconds(SecondsSince(gather_start));
-    }
     if (absl::Status s = session.store().MarkPromoted(positions); !s.ok()) return s;
     session.PublishCounts();
   }
+  const std::vector<PayloadSlice> plan = request.return_mode() == v1::RETURN_MODE_POSITIONS
+                                             ? std::vector<PayloadSlice>()
+                                             : PlanPayload(positions.size(), session.geometry());
+  v1::PromoteResponse head;
+  v1::PromoteSummary& summary = *head.mutable_summary();
   *summary.mutable_positions() = request.positions();
-  summary.set_payload_chunks(static_cast<int32_t>(chunks.size()));
-  summary.set_payload_bytes(PayloadBytes(chunks));
+  summary.set_payload_chunks(static_cast<int32_t>(plan.size()));
+  summary.set_payload_bytes(PlanBytes(plan, session.geometry()));
   metrics_->promoted_rows().Increment(static_cast<double>(positions.size()));
 
   v1::StageTimings timings;
-  timings.set_gather_seconds(summary.gather_seconds());
   if (!writer->Write(head)) return StreamBroken();
-  const auto send_start = Clock::now();
-  if (absl::Status s = WriteChunks(chunks, writer); !s.ok()) return s;
-  timings.set_send_seconds(SecondsSince(send_start));
+  if (absl::Status s = StreamPayload(session, positions, plan, writer, &timings); !s.ok()) {
+    return s;
+  }
   timings.set_total_seconds(SecondsSince(start));
   v1::PromoteResponse done;
   *done.mutable_done()->mutable_timings() = timings;

@@ -186,6 +186,33 @@ TEST_P(FlowTest, RequestIdReplayReturnsTheSameSelection) {
   EXPECT_TRUE(client_->ReleaseSession(session->id).ok());
 }
 
+// A payload replay whose rows were released since fails cleanly before streaming anything;
+// the positions-only replay of the same selection still answers.
+TEST_P(FlowTest, PayloadReplayAfterReleaseIsFailedPrecondition) {
+  const synthetic::SyntheticKv kv(SmallOptions(1000, 23));
+  absl::StatusOr<TestSession> session = OpenSession(*client_, kv);
+  ASSERT_TRUE(session.ok()) << session.status();
+  ASSERT_TRUE(OffloadAll(*client_, *session, kv, 4).ok());
+  v1::RepairRequest request = NeedleRepair(kv, session->id, 0, 16, 2, v1::RETURN_MODE_PAYLOAD);
+  request.set_request_id(absl::StrCat("released-", GetParam()));
+  absl::StatusOr<RepairResult> first = client_->Repair(request, session->geometry);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(first->summary.chosen().empty());
+  const int64_t gone = first->summary.chosen(0);
+  ASSERT_TRUE(client_->ReleaseRows(session->id, {gone}).ok());
+
+  absl::StatusOr<RepairResult> replay = client_->Repair(request, session->geometry);
+  EXPECT_EQ(replay.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(replay.status().message()), ::testing::HasSubstr("request_id"));
+
+  request.set_return_mode(v1::RETURN_MODE_POSITIONS);
+  absl::StatusOr<RepairResult> positions = client_->Repair(request, session->geometry);
+  ASSERT_TRUE(positions.ok()) << positions.status();
+  EXPECT_TRUE(positions->summary.replayed());
+  EXPECT_THAT(positions->summary.chosen(), ElementsAreArray(first->summary.chosen()));
+  EXPECT_TRUE(client_->ReleaseSession(session->id).ok());
+}
+
 TEST_P(FlowTest, SeveralClientsAtOnce) {
   constexpr int kThreads = 4;
   std::vector<absl::Status> results(kThreads);

@@ -141,7 +141,7 @@ int RunBench(const std::vector<std::string>& args) {
           Sample s;
           s.score = result->summary.timings().score_seconds();
           s.select = result->summary.timings().select_seconds();
-          s.gather = result->summary.timings().gather_seconds();
+          s.gather = result->timings.gather_seconds();
           s.send = result->timings.send_seconds();
           s.total = result->timings.total_seconds();
           s.client = client_seconds;

@@ -165,8 +165,8 @@ int RunDemo(const std::vector<std::string>& args) {
       "timings (%s scorer): score %.2f ms, select %.2f ms, gather %.2f ms, send %.2f ms, "
       "server total %.2f ms, client %.2f ms\n",
       summary.scorer().c_str(), Ms(summary.timings().score_seconds()),
-      Ms(summary.timings().select_seconds()), Ms(summary.timings().gather_seconds()),
-      Ms(t.send_seconds()), Ms(t.total_seconds()), Ms(client_seconds));
+      Ms(summary.timings().select_seconds()), Ms(t.gather_seconds()), Ms(t.send_seconds()),
+      Ms(t.total_seconds()), Ms(client_seconds));
   std::printf("received: %.2f MiB (payload %.2f MiB in %d chunks)\n",
               static_cast<double>(result->bytes_received) / kMiB,
               static_cast<double>(summary.payload_bytes()) / kMiB, summary.payload_chunks());
