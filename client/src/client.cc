@@ -258,6 +258,34 @@ absl::StatusOr<v1::SessionInfo> Client::OpenSession(const v1::OpenSessionRequest
   return std::move(*response->mutable_session());
 }
 
+namespace {
+
+// Sends one Offload client stream per attempt, retrying the whole stream on UNAVAILABLE
+// (re-offloading a position overwrites it, so a repeat is safe). `start` is called at the
+// start of each attempt and returns a generator of the chunks to send (nullptr at the end).
+template <typename Start>
+absl::StatusOr<v1::OffloadResponse> SendOffloadStream(v1::KvTier::Stub* stub, absl::Time deadline,
+                                                      const RetryPolicy& retry, Start start) {
+  v1::OffloadResponse response;
+  absl::Status status = RetryUnavailable(retry, deadline, [&](bool*) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(deadline));
+    response.Clear();
+    std::unique_ptr<grpc::ClientWriter<v1::OffloadChunk>> writer =
+        stub->Offload(&context, &response);
+    auto next = start();
+    while (const v1::OffloadChunk* chunk = next()) {
+      if (!writer->Write(*chunk)) break;  // the stream is broken; Finish says why
+    }
+    writer->WritesDone();
+    return FromGrpcStatus(writer->Finish());
+  });
+  if (!status.ok()) return status;
+  return response;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::OffloadResponse> Client::Offload(const std::string& session_id,
                                                     const RowGeometry& geometry,
                                                     const OffloadBatch& batch,
@@ -267,44 +295,20 @@ absl::StatusOr<v1::OffloadResponse> Client::Offload(const std::string& session_i
   }
   client_internal::OffloadChunker chunker(session_id, geometry, batch,
                                           options_.offload_chunk_bytes);
-  const absl::Time deadline = Deadline(options_, call);
-  v1::OffloadResponse response;
   v1::OffloadChunk chunk;
-  absl::Status status = RetryUnavailable(options_.retry, deadline, [&](bool*) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(deadline));
-    response.Clear();
-    std::unique_ptr<grpc::ClientWriter<v1::OffloadChunk>> writer =
-        impl_->stub_->Offload(&context, &response);
+  return SendOffloadStream(impl_->stub_.get(), Deadline(options_, call), options_.retry, [&] {
     chunker.Rewind();
-    while (chunker.Next(&chunk)) {
-      if (!writer->Write(chunk)) break;  // the stream is broken; Finish says why
-    }
-    writer->WritesDone();
-    return FromGrpcStatus(writer->Finish());
+    return [&]() -> const v1::OffloadChunk* { return chunker.Next(&chunk) ? &chunk : nullptr; };
   });
-  if (!status.ok()) return status;
-  return response;
 }
 
 absl::StatusOr<v1::OffloadResponse> Client::OffloadChunks(absl::Span<const v1::OffloadChunk> chunks,
                                                           const CallOptions& call) {
-  const absl::Time deadline = Deadline(options_, call);
-  v1::OffloadResponse response;
-  absl::Status status = RetryUnavailable(options_.retry, deadline, [&](bool*) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(deadline));
-    response.Clear();
-    std::unique_ptr<grpc::ClientWriter<v1::OffloadChunk>> writer =
-        impl_->stub_->Offload(&context, &response);
-    for (const v1::OffloadChunk& chunk : chunks) {
-      if (!writer->Write(chunk)) break;
-    }
-    writer->WritesDone();
-    return FromGrpcStatus(writer->Finish());
+  return SendOffloadStream(impl_->stub_.get(), Deadline(options_, call), options_.retry, [&] {
+    return [&, next = size_t{0}]() mutable -> const v1::OffloadChunk* {
+      return next < chunks.size() ? &chunks[next++] : nullptr;
+    };
   });
-  if (!status.ok()) return status;
-  return response;
 }
 
 absl::StatusOr<RepairResult> Client::Repair(const v1::RepairRequest& request,
