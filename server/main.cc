@@ -43,7 +43,7 @@ ABSL_FLAG(std::string, ready_file, "",
           "tcp_port, metrics_port");
 ABSL_FLAG(uint64_t, host_capacity_bytes, uint64_t{8} << 30,
           "Bytes of host RAM for rows and score indexes; Offload past it is RESOURCE_EXHAUSTED");
-ABSL_FLAG(int32_t, segment_rows, 256, "Rows per storage segment (a multiple of 16)");
+ABSL_FLAG(int32_t, segment_rows, 256, "Rows per storage segment (a multiple of 16, at most 1024)");
 ABSL_FLAG(int64_t, default_ttl_seconds, 3600, "Idle TTL of sessions opened with ttl_seconds 0");
 ABSL_FLAG(int64_t, max_ttl_seconds, 7 * 24 * 3600, "Largest ttl_seconds a session may ask for");
 ABSL_FLAG(int64_t, max_sessions, 4096, "Open sessions at most");
@@ -100,8 +100,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const int32_t segment_rows = absl::GetFlag(FLAGS_segment_rows);
-  if (segment_rows < 16 || segment_rows % 16 != 0 || segment_rows > 65536) {
-    spdlog::error("--segment_rows must be a multiple of 16 in [16, 65536], got {}", segment_rows);
+  // The scorer's per-thread score tile grows with segment rows (docs/API.md, limits).
+  if (segment_rows < 16 || segment_rows % 16 != 0 || segment_rows > 1024) {
+    spdlog::error("--segment_rows must be a multiple of 16 in [16, 1024], got {}", segment_rows);
     return 2;
   }
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);

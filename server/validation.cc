@@ -163,6 +163,12 @@ absl::StatusOr<DecodedSignal> DecodeSignal(const v1::RepairRequest& request,
     return absl::OutOfRangeError(absl::StrCat("signal.num_tokens: ", signal.num_tokens(),
                                               " exceeds the maximum ", kMaxSignalTokens));
   }
+  const int64_t query_vectors = int64_t{geometry.num_q_heads} * signal.num_tokens();
+  if (query_vectors > kMaxQueryVectors) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "signal.num_tokens: ", signal.num_tokens(), " tokens x ", geometry.num_q_heads,
+        " q heads = ", query_vectors, " query vectors exceeds the maximum ", kMaxQueryVectors));
+  }
   scorer::KeyType query_type;
   switch (signal.query_dtype()) {
     case v1::DTYPE_UNSPECIFIED:

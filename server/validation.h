@@ -20,6 +20,9 @@ namespace kvtier::server {
 inline constexpr int32_t kMaxBudget = 1 << 20;
 inline constexpr int32_t kMaxBurst = 4096;
 inline constexpr int32_t kMaxSignalTokens = 4096;
+// num_q_heads x num_tokens: bounds the scorer's per-thread score tile (query vectors x
+// segment rows x 4 bytes: 64 MiB at 256-row segments).
+inline constexpr int64_t kMaxQueryVectors = 65536;
 inline constexpr int64_t kMaxPromotePositions = 1 << 20;
 inline constexpr int32_t kDefaultBurstLeft = 2;
 inline constexpr int32_t kDefaultBurstRight = 20;

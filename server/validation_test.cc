@@ -140,6 +140,26 @@ TEST(DecodeSignal, ChecksSizesAgainstGeometry) {
   EXPECT_EQ(DecodeSignal(r, g).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(DecodeSignal, BoundsQueryVectors) {
+  v1::Geometry wide = SmallGeometry();
+  wide.set_num_q_heads(1024);
+  wide.set_num_kv_heads(1);
+  wide.set_head_dim(1);
+  wide.set_num_layers(1);
+  storage::Geometry g = *GeometryFromProto(wide);
+  v1::RepairRequest r = GoodRepair();
+  const int tokens = kMaxQueryVectors / 1024 + 1;
+  r.mutable_signal()->set_num_tokens(tokens);
+  r.mutable_signal()->set_queries(std::string(size_t{1024} * tokens * 4, '\0'));
+  absl::StatusOr<DecodedSignal> s = DecodeSignal(r, g);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(s.status().message().find("signal.num_tokens"), absl::string_view::npos);
+
+  r.mutable_signal()->set_num_tokens(tokens - 1);
+  r.mutable_signal()->set_queries(std::string(size_t{1024} * (tokens - 1) * 4, '\0'));
+  EXPECT_TRUE(DecodeSignal(r, g).ok());
+}
+
 TEST(DecodeSignal, AcceptsHalfPrecisionQueries) {
   storage::Geometry g = *GeometryFromProto(SmallGeometry());
   v1::RepairRequest r = GoodRepair();
