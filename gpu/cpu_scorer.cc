@@ -326,7 +326,7 @@ absl::Status CpuScorer::Score(const ScoreRequest& request, absl::Span<double> sc
       RunItem(ctx, item / shape.num_kv_heads, item % shape.num_kv_heads, t);
     }
   });
-  if (stopped.load() || poll_stop()) {
+  if (stopped.load()) {  // a stop after the last item keeps the finished result
     std::fill(scores.begin(), scores.end(), -std::numeric_limits<double>::infinity());
     return absl::DeadlineExceededError("scoring stopped by should_stop");
   }

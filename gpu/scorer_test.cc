@@ -423,13 +423,33 @@ TEST(ScorerTest, ShouldStopGivesDeadlineExceeded) {
   request.should_stop = [] { return true; };
   EXPECT_EQ(scorer->Score(request, absl::MakeSpan(got)).code(),
             absl::StatusCode::kDeadlineExceeded);
-  // A stop that fires late still stops the call.
-  int calls = 0;
-  request.should_stop = [&calls] { return ++calls > 1; };
-  EXPECT_EQ(scorer->Score(request, absl::MakeSpan(got)).code(),
-            absl::StatusCode::kDeadlineExceeded);
   request.should_stop = [] { return false; };
   EXPECT_TRUE(scorer->Score(request, absl::MakeSpan(got)).ok());
+}
+
+// should_stop is polled before each work item (scoring layer x KV head): a stop that fires
+// partway ends the call before the remaining items run, and a stop that would fire only
+// after the last item does not discard a finished result.
+TEST(ScorerTest, ShouldStopIsPolledBetweenWorkItems) {
+  uint64_t seed = 6;
+  RandomProblem p = MakeProblem(seed, KeyType::kFloat32);
+  while (p.shape.num_layers * p.shape.num_kv_heads < 4) {
+    p = MakeProblem(++seed, KeyType::kFloat32);
+  }
+  const int items = p.shape.num_layers * p.shape.num_kv_heads;
+  std::unique_ptr<Scorer> scorer = MakeCpuScorer(1);
+  std::vector<double> got(p.store.blocks.size() * p.capacity);
+  ScoreRequest request = p.Request();
+  int polls = 0;
+  request.should_stop = [&polls] { return ++polls >= 2; };
+  EXPECT_EQ(scorer->Score(request, absl::MakeSpan(got)).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(polls, 2);  // item 0 ran; item 1 saw the stop; items 2.. never started
+
+  polls = 0;
+  request.should_stop = [&polls, items] { return ++polls > items; };
+  EXPECT_TRUE(scorer->Score(request, absl::MakeSpan(got)).ok());
+  EXPECT_EQ(polls, items);
 }
 
 TEST(ScorerTest, ConcurrentCallsGiveTheSameScores) {
