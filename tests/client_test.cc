@@ -8,6 +8,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "absl/synchronization/mutex.h"
 #include "client/src/offload_chunker.h"
 #include "client/src/payload_assembler.h"
 #include "client/src/retry.h"
@@ -207,18 +208,35 @@ TEST(Client, NoServerIsUnavailableAfterRetries) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(20));
 }
 
-// A server whose Repair replies with a scripted message sequence.
+// A server whose Repair replies with a scripted message sequence. The client may end a
+// call (on a protocol error) while the handler is still writing, so the next test step can
+// set a new script while an old handler runs: each handler works on its own copy.
 class ScriptedServer final : public v1::KvTier::Service {
  public:
-  std::vector<v1::RepairResponse> script;
   std::atomic<int> calls{0};
+
+  void SetScript(std::vector<v1::RepairResponse> script) {
+    absl::MutexLock lock(&mu_);
+    script_ = std::move(script);
+  }
 
   grpc::Status Repair(grpc::ServerContext*, const v1::RepairRequest*,
                       grpc::ServerWriter<v1::RepairResponse>* writer) override {
     ++calls;
-    for (const v1::RepairResponse& m : script) writer->Write(m);
+    std::vector<v1::RepairResponse> script;
+    {
+      absl::MutexLock lock(&mu_);
+      script = script_;
+    }
+    for (const v1::RepairResponse& m : script) {
+      if (!writer->Write(m)) break;
+    }
     return grpc::Status::OK;
   }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<v1::RepairResponse> script_ ABSL_GUARDED_BY(mu_);
 };
 
 class ScriptedStreamTest : public ::testing::Test {
@@ -265,7 +283,7 @@ class ScriptedStreamTest : public ::testing::Test {
 };
 
 TEST_F(ScriptedStreamTest, WellFormedStreamIsCollected) {
-  service_.script = {Summary({4, 5}, 2, 2 * 3 * 2 * 16), Chunk({4}), Chunk({5}), Done()};
+  service_.SetScript({Summary({4, 5}, 2, 2 * 3 * 2 * 16), Chunk({4}), Chunk({5}), Done()});
   v1::RepairRequest request;
   absl::StatusOr<RepairResult> r = client_->Repair(request, SmallGeometry());
   ASSERT_TRUE(r.ok()) << r.status();
@@ -275,29 +293,29 @@ TEST_F(ScriptedStreamTest, WellFormedStreamIsCollected) {
 }
 
 TEST_F(ScriptedStreamTest, ChunkBeforeSummaryIsInternal) {
-  service_.script = {Chunk({4}), Summary({4}, 1, 3 * 16 * 2), Done()};
+  service_.SetScript({Chunk({4}), Summary({4}, 1, 3 * 16 * 2), Done()});
   EXPECT_EQ(Run().code(), absl::StatusCode::kInternal);
 }
 
 TEST_F(ScriptedStreamTest, MissingDoneIsInternal) {
-  service_.script = {Summary({4}, 1, 3 * 16 * 2), Chunk({4})};
+  service_.SetScript({Summary({4}, 1, 3 * 16 * 2), Chunk({4})});
   EXPECT_EQ(Run().code(), absl::StatusCode::kInternal);
 }
 
 TEST_F(ScriptedStreamTest, MessageAfterDoneIsInternal) {
-  service_.script = {Summary({4}, 1, 3 * 16 * 2), Chunk({4}), Done(), Done()};
+  service_.SetScript({Summary({4}, 1, 3 * 16 * 2), Chunk({4}), Done(), Done()});
   EXPECT_EQ(Run().code(), absl::StatusCode::kInternal);
 }
 
 TEST_F(ScriptedStreamTest, ChunkCountMismatchIsInternal) {
-  service_.script = {Summary({4, 5}, 1, 2 * 3 * 2 * 16), Chunk({4}), Chunk({5}), Done()};
+  service_.SetScript({Summary({4, 5}, 1, 2 * 3 * 2 * 16), Chunk({4}), Chunk({5}), Done()});
   EXPECT_EQ(Run().code(), absl::StatusCode::kInternal);
-  service_.script = {Summary({4, 5}, 2, 2 * 3 * 2 * 16), Chunk({4}), Done()};
+  service_.SetScript({Summary({4, 5}, 2, 2 * 3 * 2 * 16), Chunk({4}), Done()});
   EXPECT_EQ(Run().code(), absl::StatusCode::kInternal);
 }
 
 TEST_F(ScriptedStreamTest, PositionsModeNeedsNoGeometry) {
-  service_.script = {Summary({4, 5}, 0, 0), Done()};
+  service_.SetScript({Summary({4, 5}, 0, 0), Done()});
   v1::RepairRequest request;
   request.set_return_mode(v1::RETURN_MODE_POSITIONS);
   absl::StatusOr<RepairResult> r = client_->Repair(request, RowGeometry{});

@@ -191,7 +191,7 @@ TEST_F(ErrorsTest, FailedChunkKeepsTheChunksBeforeIt) {
   chunks[1].mutable_keys()->pop_back();
   const absl::Status status = client_->OffloadChunks(chunks).status();
   ExpectStatus(status, absl::StatusCode::kInvalidArgument, "keys");
-  EXPECT_THAT(std::string(status.message()), HasSubstr("1")) << "the failing chunk's index";
+  EXPECT_THAT(std::string(status.message()), HasSubstr("chunk 1:")) << "the failing chunk's index";
   absl::StatusOr<v1::SessionInfo> info = client_->GetSession(session_.id);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->rows_stored(), before_.rows_stored() + 2);

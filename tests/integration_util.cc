@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "tools/synthetic/synthetic_client.h"
 
 namespace kvtier::testing {
@@ -49,7 +50,15 @@ absl::Status OffloadAll(Client& client, const TestSession& session,
 ExpectedRows ExpectedPayload(const synthetic::SyntheticKv& kv,
                              absl::Span<const int64_t> positions) {
   std::vector<size_t> rows;
-  for (int64_t p : positions) rows.push_back(static_cast<size_t>(kv.RowOf(p)));
+  for (int64_t p : positions) {
+    if (kv.RowOf(p) < 0) {
+      // A position the server should never return: bytes that match no payload, so the
+      // caller's comparison fails instead of reading out of bounds.
+      const std::string mismatch = absl::StrCat("position ", p, " is not in the synthetic store");
+      return ExpectedRows{mismatch, mismatch};
+    }
+    rows.push_back(static_cast<size_t>(kv.RowOf(p)));
+  }
   const size_t elements =
       static_cast<size_t>(kv.options().num_layers) * rows.size() * kv.LayerRowElements();
   std::vector<uint16_t> keys(elements), values(elements);
