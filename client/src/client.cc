@@ -4,6 +4,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <bit>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -30,6 +32,13 @@ int32_t DTypeBytes(v1::DType dtype) {
     default:
       return 0;
   }
+}
+
+std::string Float32Bytes(absl::Span<const float> values) {
+  static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
+  std::string bytes(values.size() * sizeof(float), '\0');
+  if (!values.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
+  return bytes;
 }
 
 absl::StatusOr<RowGeometry> RowGeometry::FromProto(const v1::Geometry& geometry) {

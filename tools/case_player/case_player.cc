@@ -19,12 +19,6 @@ absl::StatusOr<v1::Selector> SelectorOf(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("case selector \"", name, "\" is not known"));
 }
 
-std::string FloatBytes(const std::vector<float>& values) {
-  std::string bytes(values.size() * sizeof(float), '\0');
-  std::memcpy(bytes.data(), values.data(), bytes.size());  // the host is little-endian
-  return bytes;
-}
-
 absl::StatusOr<CaseOutcome> OffloadAndRepair(Client& client, const golden::Case& c,
                                              const std::string& session_id,
                                              const RowGeometry& geometry, v1::Selector selector,
@@ -70,8 +64,8 @@ absl::StatusOr<CaseOutcome> OffloadAndRepair(Client& client, const golden::Case&
   v1::Signal* signal = request.mutable_signal();
   signal->set_num_tokens(c.signal_tokens);
   signal->set_query_dtype(v1::DTYPE_FLOAT32);
-  signal->set_queries(FloatBytes(c.queries));
-  if (!c.lse_active.empty()) signal->set_lse_active(FloatBytes(c.lse_active));
+  signal->set_queries(Float32Bytes(c.queries));
+  if (!c.lse_active.empty()) signal->set_lse_active(Float32Bytes(c.lse_active));
   absl::StatusOr<RepairResult> repair = client.Repair(request, geometry, call);
   if (!repair.ok()) return Annotate(repair.status(), "Repair");
   CaseOutcome outcome;

@@ -112,7 +112,7 @@ int RunBench(const std::vector<std::string>& args) {
   }
   std::fprintf(stderr, "offloaded in %.1f s\n", absl::ToDoubleSeconds(absl::Now() - offload_start));
 
-  const std::string queries = FloatBytes(kv.Queries(0, tokens, 2.0f, 1.0f, seed + 1));
+  const std::string queries = Float32Bytes(kv.Queries(0, tokens, 2.0f, 1.0f, seed + 1));
   std::vector<Series> all;
   int request_number = 0;
   for (const auto& [mode_name, mode] : modes) {

@@ -140,7 +140,7 @@ int RunDemo(const std::vector<std::string>& args) {
   v1::Signal* signal = request.mutable_signal();
   signal->set_num_tokens(tokens);
   signal->set_query_dtype(v1::DTYPE_FLOAT32);
-  signal->set_queries(FloatBytes(kv.Queries(target, tokens, 2.0f, 1.0f, seed + 1)));
+  signal->set_queries(Float32Bytes(kv.Queries(target, tokens, 2.0f, 1.0f, seed + 1)));
   std::printf("repair: K=%d, T=%d signal tokens aimed at needle %d (%.1f MiB of queries)\n",
               kBudget, tokens, target, static_cast<double>(signal->queries().size()) / kMiB);
   const absl::Time start = absl::Now();

@@ -40,12 +40,6 @@ absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
   return r.status();
 }
 
-std::string FloatBytes(const std::vector<float>& values) {
-  std::string bytes(values.size() * sizeof(float), '\0');
-  std::memcpy(bytes.data(), values.data(), bytes.size());
-  return bytes;
-}
-
 std::string CompactRanges(absl::Span<const int64_t> sorted) {
   std::string out;
   size_t i = 0;

@@ -24,9 +24,6 @@ absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
                                 const RowGeometry& geometry, const synthetic::SyntheticKv& kv,
                                 absl::Span<const int64_t> positions);
 
-// Float32 values as little-endian bytes.
-std::string FloatBytes(const std::vector<float>& values);
-
 // "3-7, 12, 20-31" for ascending positions.
 std::string CompactRanges(absl::Span<const int64_t> sorted);
 

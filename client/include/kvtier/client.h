@@ -83,6 +83,10 @@ struct RowGeometry {
 // Bytes of one element of `dtype`, or 0 when it is unspecified or unknown.
 int32_t DTypeBytes(v1::DType dtype);
 
+// Packs float32 values as the little-endian bytes that Signal.queries (query_dtype float32)
+// and Signal.lse_active carry.
+std::string Float32Bytes(absl::Span<const float> values);
+
 // A batch of evicted rows for Offload. Borrowed: the spans must stay valid during the call.
 struct OffloadBatch {
   // Token positions of the rows, unique, >= 0.
