@@ -50,7 +50,7 @@ Metrics::Metrics(absl::string_view scorer_name)
                   .Add({});
   promoted_rows_ = &prometheus::BuildCounter()
                         .Name("kvtier_promoted_rows_total")
-                        .Help("Rows returned by Repair and Promote")
+                        .Help("Rows promoted by Repair and Promote (replays not counted)")
                         .Register(*registry_)
                         .Add({});
   released_rows_ = &prometheus::BuildCounter()

@@ -248,8 +248,8 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
       if (absl::Status s = session.store().MarkPromoted(outcome.chosen); !s.ok()) return s;
       session.PublishCounts();
       if (!request.request_id().empty()) {
-        session.RememberRepair(request.request_id(), {outcome.chosen, outcome.scores,
-                                                      outcome.candidates, params->positions_only});
+        session.RememberRepair(request.request_id(),
+                               {outcome.chosen, outcome.scores, outcome.candidates});
       }
     }
   }
@@ -272,8 +272,8 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
   summary.set_payload_bytes(PlanBytes(plan, session.geometry()));
   summary.set_scorer(std::string(pipeline_->scorer_name()));
   metrics_->repairs().Increment();
-  metrics_->promoted_rows().Increment(static_cast<double>(outcome.chosen.size()));
-  if (!replayed) {
+  if (!replayed) {  // a replay promotes nothing new
+    metrics_->promoted_rows().Increment(static_cast<double>(outcome.chosen.size()));
     metrics_->ObserveRepairStage("score", outcome.score_seconds);
     metrics_->ObserveRepairStage("select", outcome.select_seconds);
   }

@@ -24,7 +24,6 @@ struct RepairRecord {
   std::vector<int64_t> chosen;
   std::vector<double> scores;  // empty for the control selectors
   int64_t candidates = 0;
-  bool positions_only = false;
 };
 
 // Thread-safe. `mu` serializes everything that reads or changes the rows: Offload, Repair,
