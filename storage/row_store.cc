@@ -3,6 +3,7 @@
 #include "storage/row_store.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -36,6 +37,31 @@ absl::Status CheckLayerRange(int32_t begin, int32_t end, int32_t num_layers) {
         absl::StrCat("layer_end: ", end, " is out of range [", begin + 1, ", ", num_layers, "]"));
   }
   return absl::OkStatus();
+}
+
+// Index of the first NaN or infinite element of `bytes` (elements of `dtype`), or -1. Such a
+// key would turn the softmax normalizer, and so every score of the session, into NaN.
+int64_t FirstNonFinite(DType dtype, absl::Span<const std::byte> bytes) {
+  auto scan = [&](auto zero, auto exponent_mask) -> int64_t {
+    using Bits = decltype(zero);
+    const size_t count = bytes.size() / sizeof(Bits);
+    for (size_t e = 0; e < count; ++e) {
+      Bits v;
+      std::memcpy(&v, bytes.data() + e * sizeof(Bits), sizeof(Bits));
+      if ((v & exponent_mask) == exponent_mask) return static_cast<int64_t>(e);
+    }
+    return -1;
+  };
+  switch (dtype) {
+    case DType::kFloat16:
+      return scan(uint16_t{0}, uint16_t{0x7c00});
+    case DType::kBFloat16:
+      return scan(uint16_t{0}, uint16_t{0x7f80});
+    case DType::kFloat32:
+      return scan(uint32_t{0}, uint32_t{0x7f800000});
+    default:
+      return -1;
+  }
 }
 
 absl::Status CheckBytes(const char* field, size_t got, size_t expected, int32_t layers, size_t rows,
@@ -197,6 +223,18 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
   if (!chunk.importance.empty() && chunk.importance.size() != n) {
     return absl::InvalidArgumentError(
         absl::StrCat("importance: expected 0 or ", n, " values, got ", chunk.importance.size()));
+  }
+  for (size_t i = 0; i < chunk.importance.size(); ++i) {
+    if (!std::isfinite(chunk.importance[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("importance[", i, "]: not finite"));
+    }
+  }
+  if (const int64_t e = FirstNonFinite(geometry_.dtype, chunk.keys); e >= 0) {
+    const int64_t per_row = static_cast<int64_t>(lrb / DTypeSize(geometry_.dtype));
+    const int64_t layer_row = e / per_row;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "keys: element ", e, " (layer ", chunk.layer_begin + layer_row / static_cast<int64_t>(n),
+        ", positions[", layer_row % static_cast<int64_t>(n), "]) is NaN or infinite"));
   }
 
   // Charge and allocate the segments the new rows need, still without changing anything.

@@ -59,6 +59,10 @@ class Model {
     values_.assign(keys_.size(), std::byte{0});
     for (auto& b : keys_) b = static_cast<std::byte>(rng_());
     for (auto& b : values_) b = static_cast<std::byte>(rng_());
+    // Keys must be finite (Offload rejects NaN and infinities): clearing the top exponent
+    // bit of each element's high byte does that for fp16, bf16 and fp32 alike.
+    const size_t elem = static_cast<size_t>(DTypeSize(g_.dtype));
+    for (size_t i = elem - 1; i < keys_.size(); i += elem) keys_[i] &= std::byte{0xbf};
     OffloadChunk chunk;
     chunk.positions = positions;
     chunk.layer_begin = lb;
@@ -394,6 +398,19 @@ TEST(RowStore, RejectedChunksChangeNothing) {
       [](OffloadChunk& c) { c.layer_end = 4; });
   add("importance size", C::kInvalidArgument, "importance",
       [&](OffloadChunk& c) { c.importance = short_importance; });
+  // bf16 0x7fc0 is a NaN, 0xff80 is -inf: one such key would make every score NaN.
+  static Bytes nan_keys = k;
+  nan_keys[2 * (lrb / 2 + 3)] = std::byte{0xc0};  // element lrb/2 + 3: layer 1, positions[1]
+  nan_keys[2 * (lrb / 2 + 3) + 1] = std::byte{0x7f};
+  add("NaN key", C::kInvalidArgument, "keys: element", [&](OffloadChunk& c) { c.keys = nan_keys; });
+  static Bytes inf_keys = k;
+  inf_keys[inf_keys.size() - 2] = std::byte{0x80};
+  inf_keys[inf_keys.size() - 1] = std::byte{0xff};
+  add("infinite key", C::kInvalidArgument, "keys: element",
+      [&](OffloadChunk& c) { c.keys = inf_keys; });
+  static const std::vector<float> nan_importance = {1.f, std::nanf(""), 1.f, 1.f};
+  add("NaN importance", C::kInvalidArgument, "importance[1]",
+      [&](OffloadChunk& c) { c.importance = nan_importance; });
 
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
