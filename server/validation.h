@@ -18,11 +18,11 @@ namespace kvtier::server {
 
 // Limits of v1 requests (docs/API.md lists them).
 inline constexpr int32_t kMaxBudget = 1 << 20;
-inline constexpr int32_t kMaxBurst = 4096;
+inline constexpr int32_t kMaxBurst = 1024;
 inline constexpr int32_t kMaxSignalTokens = 4096;
 // num_q_heads x num_tokens: bounds the scorer's per-thread score tile (query vectors x
-// segment rows x 4 bytes: 64 MiB at 256-row segments).
-inline constexpr int64_t kMaxQueryVectors = 65536;
+// segment rows x 4 bytes: 16 MiB at 256-row segments, 64 MiB at 1024).
+inline constexpr int64_t kMaxQueryVectors = 16384;
 inline constexpr int64_t kMaxPromotePositions = 1 << 20;
 inline constexpr int32_t kDefaultBurstLeft = 2;
 inline constexpr int32_t kDefaultBurstRight = 20;
