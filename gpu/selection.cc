@@ -160,7 +160,19 @@ absl::StatusOr<Selection> SelectPositions(const CandidateSet& candidates, Select
   const size_t want = static_cast<size_t>(std::min<int64_t>(options.budget, n));
   selection.chosen.reserve(want);
   selection.chosen_index.reserve(want);
-  std::vector<bool> taken(n, false);  // by rank in `sorted`
+  // next_free[r] leads (with path halving) to the smallest untaken rank >= r, or n: a
+  // window skips runs of taken positions instead of re-walking them, so packing costs about
+  // O(n + K) however much the bursts overlap.
+  std::vector<int32_t> next_free(n + 1);
+  std::iota(next_free.begin(), next_free.end(), 0);
+  auto first_free = [&next_free](int32_t r) {
+    while (next_free[r] != r) {
+      next_free[r] = next_free[next_free[r]];
+      r = next_free[r];
+    }
+    return r;
+  };
+  const int32_t end = static_cast<int32_t>(n);
   while (selection.chosen.size() < want) {
     const int32_t anchor = anchors->Next();
     if (anchor < 0) break;
@@ -168,13 +180,14 @@ absl::StatusOr<Selection> SelectPositions(const CandidateSet& candidates, Select
     const int64_t lo = SaturatingAdd(x, -int64_t{options.burst_left});
     const int64_t hi = SaturatingAdd(x, options.burst_right);
     // Positions absent from the candidate set are skipped; they do not count against K.
-    for (auto it = std::lower_bound(sorted.positions.begin(), sorted.positions.end(), lo);
-         it != sorted.positions.end() && *it <= hi && selection.chosen.size() < want; ++it) {
-      const size_t rank = static_cast<size_t>(it - sorted.positions.begin());
-      if (taken[rank]) continue;
-      taken[rank] = true;
-      selection.chosen.push_back(*it);
+    int32_t rank = first_free(static_cast<int32_t>(
+        std::lower_bound(sorted.positions.begin(), sorted.positions.end(), lo) -
+        sorted.positions.begin()));
+    while (rank < end && sorted.positions[rank] <= hi && selection.chosen.size() < want) {
+      selection.chosen.push_back(sorted.positions[rank]);
       selection.chosen_index.push_back(sorted.index[rank]);
+      next_free[rank] = rank + 1;
+      rank = first_free(rank + 1);
     }
   }
   return selection;
