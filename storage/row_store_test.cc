@@ -91,7 +91,7 @@ class Model {
   void Erase(int64_t p) { rows_.erase(p); }
 
   // Gathers and compares with the record.
-  void ExpectGather(const RowStore& store, const std::vector<int64_t>& positions, int32_t lb,
+  void ExpectGather(RowStore& store, const std::vector<int64_t>& positions, int32_t lb,
                     int32_t le) const {
     const size_t lrb = g_.LayerRowBytes();
     const size_t n = positions.size();
@@ -135,7 +135,7 @@ struct Snapshot {
   std::vector<std::vector<float>> importance;
   std::vector<Bytes> index;
 
-  static Snapshot Of(const RowStore& store, const TierBudget& budget, const Geometry& g) {
+  static Snapshot Of(RowStore& store, const TierBudget& budget, const Geometry& g) {
     Snapshot s;
     s.counts = store.counts();
     s.bytes = store.bytes();
@@ -170,7 +170,7 @@ struct Snapshot {
 };
 
 // Candidate flag of `position` in the view; -1 when the view does not hold it.
-int CandidateOf(const RowStore& store, int64_t position) {
+int CandidateOf(RowStore& store, int64_t position) {
   const ScoreIndexView view = store.View();
   for (const auto& b : view.blocks) {
     for (int32_t r = 0; r < b.rows; ++r) {

@@ -1,5 +1,6 @@
 #include "storage/segment.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -11,6 +12,11 @@ namespace {
 size_t AlignUp(size_t n) {
   return (n + SegmentLayout::kAlignment - 1) / SegmentLayout::kAlignment *
          SegmentLayout::kAlignment;
+}
+
+std::byte* AlignedAlloc(size_t bytes) {
+  // std::aligned_alloc wants a size that is a multiple of the alignment; callers pass one.
+  return static_cast<std::byte*>(std::aligned_alloc(SegmentLayout::kAlignment, bytes));
 }
 
 }  // namespace
@@ -32,7 +38,7 @@ SegmentLayout SegmentLayout::For(const Geometry& geometry, int32_t rows) {
     offset = AlignUp(offset + bytes);
     return at;
   };
-  l.payload = section(n * l.row_bytes);
+  l.payload_bytes = AlignUp(std::max<size_t>(1, n * l.row_bytes));
   l.index = section(n * static_cast<size_t>(l.num_scoring_layers) * l.layer_row_bytes);
   l.positions = section(n * sizeof(int64_t));
   l.importance = section(n * sizeof(float));
@@ -41,28 +47,71 @@ SegmentLayout SegmentLayout::For(const Geometry& geometry, int32_t rows) {
   l.candidate = section(n * sizeof(uint8_t));
   l.promoted = section(n * sizeof(uint8_t));
   l.free_list = section(n * sizeof(int32_t));
-  l.total_bytes = offset;
+  l.head_bytes = offset;
+  l.total_bytes = l.head_bytes + l.payload_bytes;
   return l;
 }
 
 std::unique_ptr<Segment> Segment::Allocate(const SegmentLayout& layout) {
-  // std::aligned_alloc wants a size that is a multiple of the alignment; total_bytes is.
-  std::unique_ptr<std::byte, FreeDeleter> memory(
-      static_cast<std::byte*>(std::aligned_alloc(SegmentLayout::kAlignment, layout.total_bytes)));
-  if (memory == nullptr) return nullptr;
+  Memory head(AlignedAlloc(layout.head_bytes));
+  Memory payload(AlignedAlloc(layout.payload_bytes));
+  if (head == nullptr || payload == nullptr) return nullptr;
   // The payload is written before it is read (Gather needs complete rows), so it is left
   // uninitialized: zeroing it would touch every page of a segment up front. The score
   // index and the metadata are zeroed: the scorer streams whole blocks, free slots included.
-  std::memset(memory.get() + layout.index, 0, layout.total_bytes - layout.index);
+  std::memset(head.get(), 0, layout.head_bytes);
   // Private constructor: the factory is the only way to get a segment with its memory.
-  auto segment = absl::WrapUnique(new Segment(layout, std::move(memory)));
+  auto segment = absl::WrapUnique(new Segment(layout, std::move(head), std::move(payload)));
   int64_t* positions = segment->positions();
   for (int32_t s = 0; s < layout.rows; ++s) positions[s] = -1;
   return segment;
 }
 
-Segment::Segment(const SegmentLayout& layout, std::unique_ptr<std::byte, FreeDeleter> memory)
-    : layout_(layout), memory_(std::move(memory)) {}
+Segment::Segment(const SegmentLayout& layout, Memory head, Memory payload)
+    : layout_(layout), head_(std::move(head)), payload_(std::move(payload)) {}
+
+bool Segment::AllocatePayload() {
+  payload_.reset(AlignedAlloc(layout_.payload_bytes));
+  return payload_ != nullptr;
+}
+
+void Segment::RestoreSlot(int32_t slot, int64_t position) {
+  positions()[slot] = position;
+  high_water_ = std::max(high_water_, slot + 1);
+}
+
+void Segment::ClearSlot(int32_t slot) {
+  // The slot's column of the score index goes too: a free slot scores as zeros, and the
+  // layers of a later occupant that have not arrived never show the old row's keys.
+  const size_t elems = static_cast<size_t>(layout_.num_scoring_layers) *
+                       (layout_.layer_row_bytes / layout_.elem_bytes);
+  const size_t rows = static_cast<size_t>(layout_.rows);
+  std::byte* column = index() + static_cast<size_t>(slot) * layout_.elem_bytes;
+  for (size_t e = 0; e < elems; ++e) {
+    std::memset(column + e * rows * layout_.elem_bytes, 0, layout_.elem_bytes);
+  }
+  positions()[slot] = -1;
+  importance()[slot] = 0.f;
+  candidate()[slot] = 0;
+  promoted()[slot] = 0;
+  layer_count()[slot] = 0;
+  std::memset(layer_mask() + static_cast<size_t>(slot) * layout_.mask_words, 0,
+              static_cast<size_t>(layout_.mask_words) * sizeof(uint64_t));
+}
+
+void Segment::RebuildFreeList() {
+  live_ = 0;
+  free_count_ = 0;
+  int32_t* free_list = Array<int32_t>(layout_.free_list);
+  // Pushed in reverse so that the lowest free slot is taken first.
+  for (int32_t s = high_water_ - 1; s >= 0; --s) {
+    if (positions()[s] < 0) {
+      free_list[free_count_++] = s;
+    } else {
+      ++live_;
+    }
+  }
+}
 
 int32_t Segment::AcquireSlot(int64_t position) {
   int32_t slot;
@@ -73,17 +122,17 @@ int32_t Segment::AcquireSlot(int64_t position) {
   }
   ++live_;
   positions()[slot] = position;
+  // Layers that have not arrived read as zeros, never as another row's (or another
+  // tenant's) old bytes: the payload is written to disk whole, and quantized by groups.
+  if (resident()) {
+    std::memset(payload_.get() + static_cast<size_t>(slot) * layout_.row_bytes, 0,
+                layout_.row_bytes);
+  }
   return slot;
 }
 
 void Segment::ReleaseSlot(int32_t slot) {
-  positions()[slot] = -1;
-  importance()[slot] = 0.f;
-  candidate()[slot] = 0;
-  promoted()[slot] = 0;
-  Array<uint16_t>(layout_.layer_count)[slot] = 0;
-  std::memset(Array<uint64_t>(layout_.layer_mask) + static_cast<size_t>(slot) * layout_.mask_words,
-              0, static_cast<size_t>(layout_.mask_words) * sizeof(uint64_t));
+  ClearSlot(slot);
   Array<int32_t>(layout_.free_list)[free_count_++] = slot;
   --live_;
 }

@@ -1,7 +1,8 @@
 // Segment: up to `rows` slots of one session (DESIGN.md §3), the unit a tier holds and the
-// tier manager moves. One allocation holds the slots' K/V payload, the segment's block of
-// the score index and the per-slot metadata, so a segment is self-contained and the bytes
-// charged to a tier are exactly the bytes the segment holds. Internal to storage/.
+// tier manager moves. Two allocations: the head (the segment's block of the score index and
+// the per-slot metadata), which stays in host RAM where the scorer runs, and the payload
+// (the slots' K/V), which the tier manager demotes to RocksDB and loads back on access.
+// The bytes charged to the host tier are exactly the bytes allocated. Internal to storage/.
 #ifndef KVTIER_STORAGE_SEGMENT_H_
 #define KVTIER_STORAGE_SEGMENT_H_
 
@@ -27,8 +28,10 @@ struct SegmentLayout {
   size_t layer_row_bytes = 0;      // K (or V) of one row and one layer
   size_t row_bytes = 0;            // K and V of one row, every layer
 
-  // Byte offsets of the sections, each aligned to kAlignment:
-  size_t payload = 0;      // [rows] x (K [layer][kv][d], then V [layer][kv][d])
+  // The payload allocation: [rows] x (K [layer][kv][d], then V [layer][kv][d]).
+  size_t payload_bytes = 0;  // a multiple of kAlignment
+
+  // Byte offsets of the head's sections, each aligned to kAlignment:
   size_t index = 0;        // [scoring layer][kv][d][rows]: keys of the scoring layers
   size_t positions = 0;    // int64_t [rows]; -1 when the slot is free
   size_t importance = 0;   // float [rows]
@@ -37,22 +40,48 @@ struct SegmentLayout {
   size_t candidate = 0;    // uint8_t [rows]; 1 = complete and not promoted
   size_t promoted = 0;     // uint8_t [rows]
   size_t free_list = 0;    // int32_t [rows]; stack of released slots below the high-water mark
-  size_t total_bytes = 0;  // the whole allocation, a multiple of kAlignment
+  size_t head_bytes = 0;   // the head allocation, a multiple of kAlignment
+  size_t total_bytes = 0;  // head_bytes + payload_bytes
 
   static constexpr size_t kAlignment = 64;
+};
+
+// Where a segment's payload is and how it relates to its copy on disk. Kept by RowStore.
+struct SegmentTierState {
+  uint64_t page_key = 0;              // the segment's key in the tier manager (0: not tracked)
+  uint64_t payload_version = 0;       // bumped by every change of the payload
+  bool has_base = false;              // a base image of the segment is on disk
+  uint64_t base_payload_version = 0;  // payload_version captured in that base
+  uint64_t disk_bytes = 0;            // bytes of the base and patches on disk, charged to the tier
+  bool demoting = false;              // a demotion copy is in flight: do not free the segment
 };
 
 // The slots of one segment. Not thread-safe: owned and serialized by one RowStore.
 class Segment {
  public:
-  // Allocates a segment with every slot free; nullptr when the host has no memory.
+  // Allocates a segment with every slot free and its payload resident; nullptr when the
+  // host has no memory.
   static std::unique_ptr<Segment> Allocate(const SegmentLayout& layout);
 
   Segment(const Segment&) = delete;
   Segment& operator=(const Segment&) = delete;
 
   const SegmentLayout& layout() const { return layout_; }
-  uint64_t allocated_bytes() const { return layout_.total_bytes; }
+  // Head bytes, plus payload bytes while the payload is resident.
+  uint64_t allocated_bytes() const {
+    return layout_.head_bytes + (resident() ? layout_.payload_bytes : 0);
+  }
+
+  // Whether the payload is in host RAM. Payload accessors require it.
+  bool resident() const { return payload_ != nullptr; }
+  // Frees the payload (its bytes are on disk). Precondition: resident().
+  void DropPayload() { payload_.reset(); }
+  // Allocates an (uninitialized) payload; false when the host has no memory.
+  bool AllocatePayload();
+  std::byte* payload() { return payload_.get(); }
+  const std::byte* payload() const { return payload_.get(); }
+
+  SegmentTierState tier;
   int32_t live() const { return live_; }              // slots holding a position
   int32_t high_water() const { return high_water_; }  // slots [0, high_water) were ever used
   bool full() const { return live_ == layout_.rows; }
@@ -62,6 +91,15 @@ class Segment {
   int32_t AcquireSlot(int64_t position);
   // Clears the slot's metadata and makes it free. Precondition: the slot is in use.
   void ReleaseSlot(int32_t slot);
+
+  // Recovery: puts `position` in `slot` without the free list (see RebuildFreeList).
+  void RestoreSlot(int32_t slot, int64_t position);
+  // Recovery: clears the slot's metadata without the free list.
+  void ClearSlot(int32_t slot);
+  // Recovery: recomputes live(), high_water() and the free list from the positions.
+  void RebuildFreeList();
+  // Recovery: the high-water mark of the restored segment.
+  void set_high_water(int32_t high_water) { high_water_ = high_water; }
 
   // Marks layers [begin, end) of `slot` as arrived; returns how many had not arrived before.
   int32_t RecordLayers(int32_t slot, int32_t begin, int32_t end);
@@ -86,16 +124,20 @@ class Segment {
   uint8_t* promoted() { return Array<uint8_t>(layout_.promoted); }
   const uint8_t* promoted() const { return Array<uint8_t>(layout_.promoted); }
   const uint16_t* layer_count() const { return Array<uint16_t>(layout_.layer_count); }
+  uint16_t* layer_count() { return Array<uint16_t>(layout_.layer_count); }
+  uint64_t* layer_mask() { return Array<uint64_t>(layout_.layer_mask); }
+  const uint64_t* layer_mask() const { return Array<uint64_t>(layout_.layer_mask); }
 
  private:
   struct FreeDeleter {
     void operator()(std::byte* p) const { std::free(p); }
   };
 
-  Segment(const SegmentLayout& layout, std::unique_ptr<std::byte, FreeDeleter> memory);
+  using Memory = std::unique_ptr<std::byte, FreeDeleter>;
+  Segment(const SegmentLayout& layout, Memory head, Memory payload);
 
-  std::byte* base() { return memory_.get(); }
-  const std::byte* base() const { return memory_.get(); }
+  std::byte* base() { return head_.get(); }
+  const std::byte* base() const { return head_.get(); }
   template <typename T>
   T* Array(size_t offset) {
     return reinterpret_cast<T*>(base() + offset);
@@ -105,14 +147,15 @@ class Segment {
     return reinterpret_cast<const T*>(base() + offset);
   }
   std::byte* Payload(int32_t slot, int32_t layer, int kv) const {
-    return memory_.get() + layout_.payload + static_cast<size_t>(slot) * layout_.row_bytes +
+    return payload_.get() + static_cast<size_t>(slot) * layout_.row_bytes +
            (static_cast<size_t>(kv) * static_cast<size_t>(layout_.num_layers) +
             static_cast<size_t>(layer)) *
                layout_.layer_row_bytes;
   }
 
   const SegmentLayout layout_;
-  std::unique_ptr<std::byte, FreeDeleter> memory_;
+  Memory head_;
+  Memory payload_;
   int32_t live_ = 0;
   int32_t high_water_ = 0;
   int32_t free_count_ = 0;  // entries on the free list

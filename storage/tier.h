@@ -1,5 +1,4 @@
-// Byte accounting of a storage tier (DESIGN.md §3). Version 1 has one tier, host RAM; the
-// RocksDB tier and the tier manager slot in behind RowStore without changing the server.
+// Byte accounting of a storage tier (DESIGN.md §3): host RAM, NVMe (RocksDB) and HBM.
 #ifndef KVTIER_STORAGE_TIER_H_
 #define KVTIER_STORAGE_TIER_H_
 
@@ -24,6 +23,9 @@ class TierBudget {
   // Takes `bytes` from the budget, or returns RESOURCE_EXHAUSTED (naming the tier, the
   // request and what is free) and takes nothing.
   absl::Status Reserve(uint64_t bytes);
+  // Takes `bytes` even past the capacity: for bytes that already exist (recovery, and a
+  // disk record replacing others), where refusing would lose track of them.
+  void ForceReserve(uint64_t bytes) { used_.fetch_add(bytes, std::memory_order_relaxed); }
   // Gives back bytes taken by Reserve.
   void Free(uint64_t bytes);
   void AddSegments(int64_t delta) { segments_.fetch_add(delta, std::memory_order_relaxed); }
