@@ -21,7 +21,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gpu/scorer.h"
@@ -29,7 +31,9 @@
 #include "server/repair_pipeline.h"
 #include "server/service.h"
 #include "server/session_registry.h"
-#include "storage/tier.h"
+#include "storage/kv_db.h"
+#include "storage/tier_manager.h"
+#include "storage/trace/access_trace_recorder.h"
 
 ABSL_FLAG(std::string, unix_socket, "kvtier-data/kvtierd.sock",
           "Unix domain socket to serve on; empty disables it");
@@ -42,7 +46,30 @@ ABSL_FLAG(std::string, ready_file, "",
           "When set, written atomically once every listener is up: JSON with pid, unix_socket, "
           "tcp_port, metrics_port");
 ABSL_FLAG(uint64_t, host_capacity_bytes, uint64_t{8} << 30,
-          "Bytes of host RAM for rows and score indexes; Offload past it is RESOURCE_EXHAUSTED");
+          "Bytes of host RAM for payloads, score indexes and slot metadata; past the high "
+          "watermark the demoter moves cold payloads to the nvme tier");
+ABSL_FLAG(uint64_t, disk_capacity_bytes, uint64_t{64} << 30,
+          "Bytes of the nvme tier (RocksDB under --data_dir/db)");
+ABSL_FLAG(std::string, durability, "wal",
+          "What an acknowledged write survives: none (nothing survives a restart), wal "
+          "(a killed process), sync (a power loss: fsync per acknowledged change)");
+ABSL_FLAG(double, high_watermark, 0.90, "Host RAM fraction at which the demoter starts");
+ABSL_FLAG(double, low_watermark, 0.80, "Host RAM fraction the demoter brings use back to");
+ABSL_FLAG(std::string, placement_policy, "lru",
+          "Which segments leave host RAM first: lru, windowed_recency, heavy_hitter, "
+          "cost_aware, predictive or regret_aware (docs/STORAGE.md)");
+ABSL_FLAG(std::string, cold_format, "raw",
+          "Encoding of payloads demoted to disk: raw (bit-exact), fp8, int8 or int4 "
+          "(docs/QUANTIZATION.md)");
+ABSL_FLAG(int64_t, cold_guard_rows, 256,
+          "Segments holding one of a session's most recent N positions are demoted raw");
+ABSL_FLAG(uint64_t, tenant_quota_bytes, 0, "Bytes each tenant may hold (0: unlimited)");
+ABSL_FLAG(std::string, tenant_quotas, "",
+          "Per-tenant quotas overriding --tenant_quota_bytes: tenant=bytes[,tenant=bytes...]");
+ABSL_FLAG(uint64_t, block_cache_bytes, uint64_t{64} << 20, "RocksDB block cache size");
+ABSL_FLAG(std::string, trace_file, "",
+          "When set, segment accesses are recorded and written there (every 10 s and at "
+          "shutdown) as an access trace for kvtier-replay");
 ABSL_FLAG(int32_t, segment_rows, 256, "Rows per storage segment (a multiple of 16, at most 1024)");
 ABSL_FLAG(int64_t, default_ttl_seconds, 3600, "Idle TTL of sessions opened with ttl_seconds 0");
 ABSL_FLAG(int64_t, max_ttl_seconds, 7 * 24 * 3600, "Largest ttl_seconds a session may ask for");
@@ -85,6 +112,21 @@ bool PrepareSocketPath(const std::string& path) {
   return true;
 }
 
+// Parses --tenant_quotas.
+bool ParseTenantQuotas(const std::string& text,
+                       absl::flat_hash_map<std::string, uint64_t>* quotas) {
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    uint64_t bytes = 0;
+    if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &bytes)) {
+      spdlog::error("--tenant_quotas: '{}' is not tenant=bytes", std::string(item));
+      return false;
+    }
+    (*quotas)[kv.first] = bytes;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -113,18 +155,89 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  kvtier::storage::TierBudget host("host", absl::GetFlag(FLAGS_host_capacity_bytes));
   std::unique_ptr<kvtier::scorer::Scorer> scorer =
       kvtier::scorer::MakeCpuScorer(absl::GetFlag(FLAGS_scorer_threads));
   kvtier::server::Metrics metrics(std::string(scorer->name()));
+
+  // The tiers: host RAM and RocksDB under data_dir/db.
+  namespace storage = kvtier::storage;
+  absl::StatusOr<storage::Durability> durability =
+      storage::ParseDurability(absl::GetFlag(FLAGS_durability), "--durability");
+  absl::StatusOr<storage::quant::Format> cold_format =
+      storage::quant::ParseFormat(absl::GetFlag(FLAGS_cold_format));
+  if (!durability.ok() || !cold_format.ok()) {
+    spdlog::error("{}", std::string(durability.ok() ? cold_format.status().message()
+                                                    : durability.status().message()));
+    return 2;
+  }
+  storage::TierManagerOptions tier_options;
+  tier_options.host_capacity_bytes = absl::GetFlag(FLAGS_host_capacity_bytes);
+  tier_options.disk_capacity_bytes = absl::GetFlag(FLAGS_disk_capacity_bytes);
+  tier_options.high_watermark = absl::GetFlag(FLAGS_high_watermark);
+  tier_options.low_watermark = absl::GetFlag(FLAGS_low_watermark);
+  tier_options.policy = absl::GetFlag(FLAGS_placement_policy);
+  tier_options.cold_format = *cold_format;
+  tier_options.guard_rows = absl::GetFlag(FLAGS_cold_guard_rows);
+  tier_options.default_tenant_quota_bytes = absl::GetFlag(FLAGS_tenant_quota_bytes);
+  if (!ParseTenantQuotas(absl::GetFlag(FLAGS_tenant_quotas), &tier_options.tenant_quota_bytes)) {
+    return 2;
+  }
+  if (absl::Status s = storage::ValidateTierManagerOptions(tier_options); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
+    return 2;
+  }
+  storage::KvDbOptions db_options;
+  db_options.path = (std::filesystem::path(data_dir) / "db").string();
+  db_options.durability = *durability;
+  db_options.block_cache_bytes = absl::GetFlag(FLAGS_block_cache_bytes);
+  absl::StatusOr<std::unique_ptr<storage::KvDb>> db = storage::KvDb::Open(db_options);
+  if (!db.ok()) {
+    spdlog::error("cannot open the nvme tier: {}", std::string(db.status().message()));
+    return 1;
+  }
+  if (*durability == storage::Durability::kNone) {
+    // Nothing is recovered in durability none: what a previous run left is garbage.
+    if (absl::Status s = (*db)->Clear(); !s.ok()) {
+      spdlog::error("cannot clear {}: {}", db_options.path, std::string(s.message()));
+      return 1;
+    }
+  }
+  (*db)->set_latency_observer(
+      [&metrics](const char* op, double seconds) { metrics.ObserveDbOp(op, seconds); });
+  absl::StatusOr<std::unique_ptr<storage::TierManager>> tiers =
+      storage::TierManager::Create(tier_options, std::move(*db));
+  if (!tiers.ok()) {
+    spdlog::error("{}", std::string(tiers.status().message()));
+    return 2;
+  }
+  std::unique_ptr<storage::AccessTraceRecorder> recorder;
+  if (const std::string trace = absl::GetFlag(FLAGS_trace_file); !trace.empty()) {
+    recorder = std::make_unique<storage::AccessTraceRecorder>(trace, "kvtierd");
+    (*tiers)->set_recorder(recorder.get());
+  }
+
   kvtier::server::RegistryOptions registry_options;
   registry_options.segment_rows = segment_rows;
   registry_options.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   registry_options.default_ttl = absl::Seconds(absl::GetFlag(FLAGS_default_ttl_seconds));
   registry_options.max_ttl = absl::Seconds(absl::GetFlag(FLAGS_max_ttl_seconds));
-  kvtier::server::SessionRegistry registry(&host, registry_options);
+  kvtier::server::SessionRegistry registry(tiers->get(), registry_options);
+  {
+    const auto start = std::chrono::steady_clock::now();
+    int64_t data_loss = 0;
+    absl::StatusOr<int64_t> recovered = registry.Recover(&data_loss);
+    if (!recovered.ok()) {
+      spdlog::error("recovery failed: {}", std::string(recovered.status().message()));
+      return 1;
+    }
+    spdlog::info("recovered {} session(s) from {} in {:.3f} s ({} damaged record(s) skipped)",
+                 *recovered, db_options.path,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                 data_loss);
+  }
+  (*tiers)->Start();
   kvtier::server::RepairPipeline pipeline(scorer.get());
-  kvtier::server::KvTierService service(&registry, &host, &pipeline, &metrics, kVersion);
+  kvtier::server::KvTierService service(&registry, tiers->get(), &pipeline, &metrics, kVersion);
 
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;
@@ -167,10 +280,14 @@ int main(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(true);
 
   spdlog::info(
-      "ready: unix={} tcp={} metrics={} scorer={} host_capacity={} bytes version={}",
+      "ready: unix={} tcp={} metrics={} scorer={} host_capacity={} disk_capacity={} "
+      "durability={} policy={} cold_format={} version={}",
       unix_socket.empty() ? "-" : unix_socket,
       listen.empty() ? "-" : absl::StrCat(listen.substr(0, listen.rfind(':')), ":", tcp_port),
-      metrics_port, scorer->name(), host.capacity_bytes(), kVersion);
+      metrics_port, scorer->name(), tier_options.host_capacity_bytes,
+      tier_options.disk_capacity_bytes, std::string(storage::DurabilityName(*durability)),
+      tier_options.policy, std::string(storage::quant::FormatName(tier_options.cold_format)),
+      kVersion);
   if (const std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     if (!WriteReadyFile(ready, unix_socket, tcp_port, metrics_port)) {
       spdlog::error("cannot write --ready_file {}", ready);
@@ -180,9 +297,17 @@ int main(int argc, char** argv) {
 
   // Expires idle sessions and refreshes gauges once a second until shutdown.
   absl::Notification stopping;
+  auto flush_trace = [&recorder] {
+    if (recorder == nullptr) return;
+    if (absl::Status s = recorder->Flush(); !s.ok()) {
+      spdlog::warn("--trace_file: {}", std::string(s.message()));
+    }
+  };
   std::thread maintainer([&] {
+    int64_t ticks = 0;
     while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(1))) {
       service.Maintain(absl::Now());
+      if (++ticks % 10 == 0) flush_trace();
     }
   });
 
@@ -194,6 +319,9 @@ int main(int argc, char** argv) {
   server->Wait();
   stopping.Notify();
   maintainer.join();
+  (*tiers)->Stop();
+  flush_trace();
+  (*tiers)->set_recorder(nullptr);
   spdlog::info("stopped");
   return 0;
 }

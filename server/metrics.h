@@ -15,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "storage/tier_manager.h"
 
 namespace kvtier::server {
 
@@ -38,8 +39,15 @@ class Metrics {
   prometheus::Counter& expired_sessions() { return *expired_sessions_; }
   prometheus::Gauge& sessions() { return *sessions_; }
 
-  // kvtier_tier_bytes{tier} and kvtier_tier_capacity_bytes{tier}.
-  void SetTier(absl::string_view tier, double bytes, double capacity_bytes);
+  // kvtier_tier_bytes{tier}, kvtier_tier_capacity_bytes{tier}, kvtier_tier_segments{tier}.
+  void SetTier(absl::string_view tier, double bytes, double capacity_bytes, double segments);
+
+  // Adds what the tier manager's counters gained since the last call to the tier
+  // counters (moves, moved bytes, policy hits and misses, rejections, data loss).
+  void SyncTierStats(const storage::TierStats& stats) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // kvtier_rocksdb_op_duration_seconds{op}: "read" or "write".
+  void ObserveDbOp(const char* op, double seconds);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -54,6 +62,18 @@ class Metrics {
   prometheus::Counter* released_rows_;
   prometheus::Counter* expired_sessions_;
   prometheus::Gauge* sessions_;
+  prometheus::Family<prometheus::Gauge>* tier_segments_;
+  prometheus::Family<prometheus::Counter>* moves_;
+  prometheus::Family<prometheus::Counter>* moved_bytes_;
+  prometheus::Family<prometheus::Counter>* policy_accesses_;
+  prometheus::Counter* quota_rejections_;
+  prometheus::Counter* capacity_rejections_;
+  prometheus::Counter* data_loss_;
+  prometheus::Counter* demote_failures_;
+  prometheus::Histogram* db_read_;
+  prometheus::Histogram* db_write_;
+  // Values of the tier manager's counters at the last SyncTierStats.
+  absl::flat_hash_map<prometheus::Counter*, uint64_t> synced_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, prometheus::Histogram*> rpc_children_ ABSL_GUARDED_BY(mu_);

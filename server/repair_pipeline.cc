@@ -118,7 +118,7 @@ uint64_t SliceBytes(const PayloadSlice& slice, const storage::Geometry& geometry
          static_cast<uint64_t>(slice.layer_end - slice.layer_begin);
 }
 
-absl::Status GatherSlice(const storage::RowStore& store, const storage::Geometry& geometry,
+absl::Status GatherSlice(storage::RowStore& store, const storage::Geometry& geometry,
                          absl::Span<const int64_t> positions, const PayloadSlice& slice,
                          v1::PayloadChunk* chunk) {
   absl::Span<const int64_t> rows =

@@ -68,8 +68,9 @@ uint64_t SliceBytes(const PayloadSlice& slice, const storage::Geometry& geometry
 
 // Copies K and V of the slice's rows of `positions` into `chunk`, reusing its buffers (so a
 // chunk message reused across slices allocates once). NOT_FOUND / FAILED_PRECONDITION when
-// a row is no longer stored and complete. The caller holds the session lock.
-absl::Status GatherSlice(const storage::RowStore& store, const storage::Geometry& geometry,
+// a row is no longer stored and complete, DATA_LOSS when a stored segment fails its check.
+// The caller holds the session lock.
+absl::Status GatherSlice(storage::RowStore& store, const storage::Geometry& geometry,
                          absl::Span<const int64_t> positions, const PayloadSlice& slice,
                          v1::PayloadChunk* chunk);
 

@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/status_util.h"
 #include "server/validation.h"
@@ -66,10 +67,10 @@ uint64_t PlanBytes(const std::vector<PayloadSlice>& plan, const storage::Geometr
 
 }  // namespace
 
-KvTierService::KvTierService(SessionRegistry* registry, storage::TierBudget* host,
+KvTierService::KvTierService(SessionRegistry* registry, storage::TierManager* tiers,
                              RepairPipeline* pipeline, Metrics* metrics, std::string version)
     : registry_(registry),
-      host_(host),
+      tiers_(tiers),
       pipeline_(pipeline),
       metrics_(metrics),
       version_(std::move(version)),
@@ -87,8 +88,11 @@ grpc::Status KvTierService::Instrumented(const char* method, Body&& body) {
 }
 
 void KvTierService::RefreshTierGauges() {
-  metrics_->SetTier(host_->name(), static_cast<double>(host_->used_bytes()),
-                    static_cast<double>(host_->capacity_bytes()));
+  for (storage::TierBudget* tier : {&tiers_->hbm(), &tiers_->host(), &tiers_->disk()}) {
+    metrics_->SetTier(tier->name(), static_cast<double>(tier->used_bytes()),
+                      static_cast<double>(tier->capacity_bytes()),
+                      static_cast<double>(tier->segments()));
+  }
   metrics_->sessions().Set(static_cast<double>(registry_->size()));
 }
 
@@ -99,6 +103,7 @@ void KvTierService::Maintain(absl::Time now) {
     metrics_->expired_sessions().Increment(static_cast<double>(expired));
   }
   RefreshTierGauges();
+  metrics_->SyncTierStats(tiers_->stats());
 }
 
 // ---- OpenSession ----
@@ -134,18 +139,19 @@ absl::Status KvTierService::DoOpenSession(const v1::OpenSessionRequest& request,
 
 // ---- Offload ----
 
-grpc::Status KvTierService::Offload(grpc::ServerContext*,
+grpc::Status KvTierService::Offload(grpc::ServerContext* context,
                                     grpc::ServerReader<v1::OffloadChunk>* reader,
                                     v1::OffloadResponse* response) {
-  return Instrumented("Offload", [&] { return DoOffload(reader, response); });
+  return Instrumented("Offload", [&] { return DoOffload(context, reader, response); });
 }
 
-absl::Status KvTierService::DoOffload(grpc::ServerReader<v1::OffloadChunk>* reader,
+absl::Status KvTierService::DoOffload(grpc::ServerContext* context,
+                                      grpc::ServerReader<v1::OffloadChunk>* reader,
                                       v1::OffloadResponse* response) {
-  response->set_tier(host_->name());
+  response->set_tier(tiers_->host().name());
   v1::OffloadChunk chunk;
   while (reader->Read(&chunk)) {
-    absl::Status status = ApplyChunk(chunk, response);
+    absl::Status status = ApplyChunk(context, chunk, response);
     RefreshTierGauges();
     if (!status.ok()) {
       if (absl::IsResourceExhausted(status)) {
@@ -160,7 +166,7 @@ absl::Status KvTierService::DoOffload(grpc::ServerReader<v1::OffloadChunk>* read
   return absl::OkStatus();
 }
 
-absl::Status KvTierService::ApplyChunk(const v1::OffloadChunk& chunk,
+absl::Status KvTierService::ApplyChunk(grpc::ServerContext* context, const v1::OffloadChunk& chunk,
                                        v1::OffloadResponse* response) {
   if (absl::Status s = ValidateSessionId("session_id", chunk.session_id(), false); !s.ok()) {
     return s;
@@ -177,13 +183,29 @@ absl::Status KvTierService::ApplyChunk(const v1::OffloadChunk& chunk,
   rows.values = absl::MakeConstSpan(reinterpret_cast<const std::byte*>(chunk.values().data()),
                                     chunk.values().size());
   rows.importance = absl::MakeConstSpan(chunk.importance().data(), chunk.importance().size());
+  // Host RAM for the new segments: when it is short, the demoter moves cold segments to
+  // disk first (no session lock is held while it works). What it cannot free makes the
+  // chunk fail with RESOURCE_EXHAUSTED below.
+  const uint64_t needed = (static_cast<uint64_t>(rows.positions.size()) /
+                               static_cast<uint64_t>(registry_->segment_rows()) +
+                           2) *
+                          (*session)->segment_bytes();
+  tiers_->MakeRoom(needed,
+                   absl::FromChrono(std::min(context->deadline(), std::chrono::system_clock::now() +
+                                                                      std::chrono::seconds(30))));
   absl::StatusOr<storage::OffloadResult> result;
   {
     absl::MutexLock lock(&(*session)->mu);
     result = (*session)->store().Offload(rows);
     (*session)->PublishCounts();
   }
-  if (!result.ok()) return result.status();
+  if (!result.ok()) {
+    if (absl::IsResourceExhausted(result.status()) &&
+        !absl::StartsWith(result.status().message(), "tenant ")) {
+      tiers_->stats().capacity_rejections.fetch_add(1, std::memory_order_relaxed);
+    }
+    return result.status();
+  }
   response->set_rows_written(response->rows_written() + result->rows_written);
   response->set_rows_completed(response->rows_completed() + result->rows_completed);
   response->set_bytes(response->bytes() + result->bytes);
@@ -391,11 +413,48 @@ absl::Status KvTierService::DoRelease(const v1::ReleaseRequest& request,
         absl::MakeConstSpan(request.positions().data(), request.positions().size()));
     (*found)->PublishCounts();
   }
+  if (!result.persisted.ok()) {
+    metrics_->released_rows().Increment(static_cast<double>(result.rows_released));
+    return absl::UnavailableError(
+        absl::StrCat("rows released in memory but not on disk: ", result.persisted.message()));
+  }
   response->set_rows_released(result.rows_released);
   response->set_bytes_freed(result.bytes_freed);
   metrics_->released_rows().Increment(static_cast<double>(result.rows_released));
   RefreshTierGauges();
   return absl::OkStatus();
+}
+
+// ---- BeginPause ----
+
+grpc::Status KvTierService::BeginPause(grpc::ServerContext*, const v1::BeginPauseRequest* request,
+                                       v1::BeginPauseResponse* response) {
+  return Instrumented("BeginPause", [&]() -> absl::Status {
+    const auto start = Clock::now();
+    if (absl::Status s = ValidateSessionId("session_id", request->session_id(), false); !s.ok()) {
+      return s;
+    }
+    absl::StatusOr<std::shared_ptr<Session>> found =
+        registry_->Find(request->session_id(), absl::Now());
+    if (!found.ok()) return found.status();
+    // Pauses are the idle moments: if host RAM is over its high watermark, demote down to
+    // the low one first so that the paused session's payloads have room to come back.
+    if (!tiers_->FitsUnderHighWatermark(0)) tiers_->DemoteOnce(0);
+    absl::StatusOr<storage::StageResult> staged;
+    {
+      absl::MutexLock lock(&(*found)->mu);
+      staged = (*found)->store().Stage();
+      (*found)->PublishCounts();
+    }
+    if (!staged.ok()) return staged.status();
+    response->set_segments_loaded(staged->segments_loaded);
+    response->set_bytes_loaded(staged->bytes_loaded);
+    response->set_segments_resident(staged->segments_resident);
+    response->set_segments_left(staged->segments_left);
+    response->set_seconds(SecondsSince(start));
+    RefreshTierGauges();
+    return absl::OkStatus();
+  });
 }
 
 // ---- Read-only calls ----
@@ -431,11 +490,18 @@ grpc::Status KvTierService::ListSessions(grpc::ServerContext*,
 grpc::Status KvTierService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
                                   v1::StatsResponse* response) {
   return Instrumented("Stats", [&]() -> absl::Status {
-    v1::TierStats* host = response->add_tiers();
-    host->set_name(host_->name());
-    host->set_bytes(host_->used_bytes());
-    host->set_capacity_bytes(host_->capacity_bytes());
-    host->set_segments(host_->segments());
+    for (storage::TierBudget* tier : {&tiers_->hbm(), &tiers_->host(), &tiers_->disk()}) {
+      v1::TierStats* stats = response->add_tiers();
+      stats->set_name(tier->name());
+      stats->set_bytes(tier->used_bytes());
+      stats->set_capacity_bytes(tier->capacity_bytes());
+      stats->set_segments(tier->segments());
+    }
+    const storage::TierManagerOptions& o = tiers_->options();
+    response->set_durability(std::string(storage::DurabilityName(
+        tiers_->db() == nullptr ? storage::Durability::kNone : tiers_->db()->durability())));
+    response->set_placement_policy(o.policy);
+    response->set_cold_format(std::string(storage::quant::FormatName(o.cold_format)));
     int64_t rows = 0;
     for (const auto& session : registry_->List("")) rows += session->rows_stored();
     response->set_sessions(registry_->size());

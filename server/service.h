@@ -14,7 +14,7 @@
 #include "server/metrics.h"
 #include "server/repair_pipeline.h"
 #include "server/session_registry.h"
-#include "storage/tier.h"
+#include "storage/tier_manager.h"
 
 namespace kvtier::server {
 
@@ -22,7 +22,7 @@ namespace kvtier::server {
 // the service.
 class KvTierService final : public v1::KvTier::Service {
  public:
-  KvTierService(SessionRegistry* registry, storage::TierBudget* host, RepairPipeline* pipeline,
+  KvTierService(SessionRegistry* registry, storage::TierManager* tiers, RepairPipeline* pipeline,
                 Metrics* metrics, std::string version);
 
   grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
@@ -35,6 +35,8 @@ class KvTierService final : public v1::KvTier::Service {
                        grpc::ServerWriter<v1::PromoteResponse>* writer) override;
   grpc::Status Release(grpc::ServerContext* context, const v1::ReleaseRequest* request,
                        v1::ReleaseResponse* response) override;
+  grpc::Status BeginPause(grpc::ServerContext* context, const v1::BeginPauseRequest* request,
+                          v1::BeginPauseResponse* response) override;
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override;
   grpc::Status ListSessions(grpc::ServerContext* context, const v1::ListSessionsRequest* request,
@@ -42,15 +44,17 @@ class KvTierService final : public v1::KvTier::Service {
   grpc::Status Stats(grpc::ServerContext* context, const v1::StatsRequest* request,
                      v1::StatsResponse* response) override;
 
-  // Drops sessions idle past their TTL and refreshes gauges. Called periodically by main.
+  // Drops sessions idle past their TTL, refreshes gauges and copies the tier manager's
+  // counters into the metrics. Called periodically by main.
   void Maintain(absl::Time now);
 
  private:
   absl::Status DoOpenSession(const v1::OpenSessionRequest& request,
                              v1::OpenSessionResponse* response);
-  absl::Status DoOffload(grpc::ServerReader<v1::OffloadChunk>* reader,
+  absl::Status DoOffload(grpc::ServerContext* context, grpc::ServerReader<v1::OffloadChunk>* reader,
                          v1::OffloadResponse* response);
-  absl::Status ApplyChunk(const v1::OffloadChunk& chunk, v1::OffloadResponse* response);
+  absl::Status ApplyChunk(grpc::ServerContext* context, const v1::OffloadChunk& chunk,
+                          v1::OffloadResponse* response);
   absl::Status DoRepair(grpc::ServerContext* context, const v1::RepairRequest& request,
                         grpc::ServerWriter<v1::RepairResponse>* writer);
   absl::Status DoPromote(const v1::PromoteRequest& request,
@@ -64,7 +68,7 @@ class KvTierService final : public v1::KvTier::Service {
   void RefreshTierGauges();
 
   SessionRegistry* const registry_;
-  storage::TierBudget* const host_;
+  storage::TierManager* const tiers_;
   RepairPipeline* const pipeline_;
   Metrics* const metrics_;
   const std::string version_;

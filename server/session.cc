@@ -10,6 +10,7 @@ Session::Session(std::string id, std::string tenant, storage::Geometry geometry,
       tenant_(std::move(tenant)),
       geometry_(std::move(geometry)),
       ttl_(ttl),
+      segment_bytes_(store->segment_bytes()),
       created_(now),
       last_access_unix_ns_(absl::ToUnixNanos(now)),
       store_(std::move(store)) {
@@ -44,6 +45,28 @@ void Session::PublishCounts() {
   rows_candidate_.store(counts.candidate, std::memory_order_relaxed);
   rows_promoted_.store(counts.promoted, std::memory_order_relaxed);
   bytes_.store(store_->bytes(), std::memory_order_relaxed);
+  segments_.store(store_->segments(), std::memory_order_relaxed);
+  segments_on_disk_.store(store_->segments_on_disk(), std::memory_order_relaxed);
+}
+
+uint64_t Session::DemoteSegment(uint32_t segment) {
+  absl::StatusOr<storage::DemotionPlan> plan;
+  if (!mu.TryLock()) return 0;  // busy with an RPC: the demoter tries another segment
+  plan = store_->PrepareDemotion(segment);
+  mu.Unlock();
+  if (!plan.ok()) return 0;
+  const absl::Status written = plan->Write();  // the slow part, without the lock
+  absl::MutexLock lock(&mu);
+  const uint64_t freed = store_->FinishDemotion(*plan, written);
+  PublishCounts();
+  return freed;
+}
+
+void Session::PrefetchSegment(uint32_t segment) {
+  if (!mu.TryLock()) return;
+  (void)store_->Prefetch(segment);  // a hint: a failure leaves the payload on disk
+  PublishCounts();
+  mu.Unlock();
 }
 
 void Session::FillInfo(v1::SessionInfo* info) const {
@@ -60,6 +83,8 @@ void Session::FillInfo(v1::SessionInfo* info) const {
   info->set_expires_unix_ms(
       absl::ToUnixMillis(absl::FromUnixNanos(last_access_unix_ns_.load()) + ttl_));
   info->set_row_bytes(geometry_.RowBytes());
+  info->set_segments(segments_.load(std::memory_order_relaxed));
+  info->set_segments_on_disk(segments_on_disk_.load(std::memory_order_relaxed));
 }
 
 }  // namespace kvtier::server

@@ -16,6 +16,7 @@
 #include "kvtier/v1/kvtier.pb.h"
 #include "storage/geometry.h"
 #include "storage/row_store.h"
+#include "storage/tier_manager.h"
 
 namespace kvtier::server {
 
@@ -29,15 +30,21 @@ struct RepairRecord {
 // Thread-safe. `mu` serializes everything that reads or changes the rows: Offload, Repair,
 // Promote and Release of one session run one at a time; different sessions run in
 // parallel. Counters for GetSession/ListSessions are published as atomics so that reading
-// them never waits for a long repair.
-class Session {
+// them never waits for a long repair. As a TierClient it lets the tier manager's demoter
+// move its segments: the demoter only tries the lock, so it never waits behind an RPC,
+// and writes to disk with the lock released.
+class Session final : public storage::TierClient {
  public:
   Session(std::string id, std::string tenant, storage::Geometry geometry, absl::Duration ttl,
           std::unique_ptr<storage::RowStore> store, absl::Time now);
 
+  ~Session() override = default;
+
   const std::string& id() const { return id_; }
   const std::string& tenant() const { return tenant_; }
   const storage::Geometry& geometry() const { return geometry_; }
+  // Bytes of one full segment of this session (head and payload).
+  uint64_t segment_bytes() const { return segment_bytes_; }
   absl::Duration ttl() const { return ttl_; }
 
   // Records an access; the session expires `ttl` after the last one.
@@ -63,6 +70,10 @@ class Session {
 
   int64_t rows_stored() const { return rows_stored_.load(std::memory_order_relaxed); }
 
+  // storage::TierClient.
+  uint64_t DemoteSegment(uint32_t segment) override ABSL_LOCKS_EXCLUDED(mu);
+  void PrefetchSegment(uint32_t segment) override ABSL_LOCKS_EXCLUDED(mu);
+
   static constexpr size_t kRepairHistory = 16;
 
  private:
@@ -70,6 +81,7 @@ class Session {
   const std::string tenant_;
   const storage::Geometry geometry_;
   const absl::Duration ttl_;
+  const uint64_t segment_bytes_;
   const absl::Time created_;
   std::atomic<int64_t> last_access_unix_ns_;
 
@@ -81,6 +93,8 @@ class Session {
   std::atomic<int64_t> rows_candidate_{0};
   std::atomic<int64_t> rows_promoted_{0};
   std::atomic<uint64_t> bytes_{0};
+  std::atomic<int64_t> segments_{0};
+  std::atomic<int64_t> segments_on_disk_{0};
 };
 
 }  // namespace kvtier::server

@@ -5,6 +5,8 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "spdlog/spdlog.h"
+#include "storage/segment_codec.h"
 
 namespace kvtier::server {
 namespace {
@@ -21,8 +23,65 @@ absl::Status NotFound(const std::string& id) {
 
 }  // namespace
 
-SessionRegistry::SessionRegistry(storage::TierBudget* host, RegistryOptions options)
-    : host_(host), options_(options) {}
+SessionRegistry::SessionRegistry(storage::TierManager* tiers, RegistryOptions options)
+    : tiers_(tiers), options_(options) {}
+
+std::shared_ptr<Session> SessionRegistry::MakeSession(
+    const std::string& id, const std::string& tenant, const storage::Geometry& geometry,
+    absl::Duration ttl, std::unique_ptr<storage::RowStore> store, absl::Time now) {
+  auto session = std::make_shared<Session>(id, tenant, geometry, ttl, std::move(store), now);
+  absl::MutexLock lock(&session->mu);
+  session->store().Bind(session);
+  return session;
+}
+
+void SessionRegistry::DropAll(std::vector<std::shared_ptr<Session>>& sessions) {
+  for (const std::shared_ptr<Session>& session : sessions) {
+    absl::MutexLock lock(&session->mu);
+    if (absl::Status s = session->store().Drop(); !s.ok()) {
+      spdlog::error("session {}: deleting its rows from disk failed: {}", session->id(),
+                    std::string(s.message()));
+    }
+    // The published counters keep the values from before the drop, for the Release reply.
+  }
+}
+
+absl::StatusOr<int64_t> SessionRegistry::Recover(int64_t* data_loss) {
+  storage::KvDb* db = tiers_->db();
+  if (db == nullptr || db->durability() == storage::Durability::kNone) return 0;
+  std::vector<storage::SessionRecord> records;
+  absl::Status scan =
+      db->Scan(storage::kSessionRecordPrefix, [&](absl::string_view key, absl::string_view value) {
+        absl::StatusOr<storage::SessionRecord> record = storage::DecodeSessionRecord(value, key);
+        if (!record.ok()) {
+          spdlog::error("skipping session record: {}", std::string(record.status().message()));
+          ++*data_loss;
+          tiers_->stats().data_loss.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          records.push_back(std::move(*record));
+        }
+        return true;
+      });
+  if (!scan.ok()) return scan;
+  const absl::Time now = absl::Now();
+  int64_t recovered = 0;
+  for (storage::SessionRecord& r : records) {
+    absl::StatusOr<std::unique_ptr<storage::RowStore>> store = storage::RowStore::Recover(
+        r.geometry, storage::StoreContext{nullptr, tiers_, r.tenant, r.session_id, r.segment_rows},
+        data_loss);
+    if (!store.ok()) return store.status();
+    std::shared_ptr<Session> session = MakeSession(
+        r.session_id, r.tenant, r.geometry, absl::Seconds(r.ttl_seconds), std::move(*store), now);
+    {
+      absl::MutexLock lock(&session->mu);
+      session->PublishCounts();
+    }
+    absl::MutexLock lock(&mu_);
+    sessions_.emplace(r.session_id, std::move(session));
+    ++recovered;
+  }
+  return recovered;
+}
 
 absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string& id,
                                                                const std::string& tenant,
@@ -34,7 +93,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string
                                               " exceeds the maximum ",
                                               absl::ToInt64Seconds(options_.max_ttl)));
   }
-  std::shared_ptr<Session> expired;  // destroyed after the lock is released
+  std::vector<std::shared_ptr<Session>> expired;  // dropped after the lock is released
   absl::MutexLock lock(&mu_);
   if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
     return absl::ResourceExhaustedError(absl::StrCat("sessions: the server holds its maximum of ",
@@ -51,38 +110,66 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string
       return absl::AlreadyExistsError(
           absl::StrCat("session_id: session '", session_id, "' already exists"));
     }
-    expired = std::move(it->second);
+    expired.push_back(std::move(it->second));
     sessions_.erase(it);
   }
-  auto session = std::make_shared<Session>(
-      session_id, tenant.empty() ? std::string("default") : tenant, geometry, ttl,
-      storage::RowStore::Create(geometry, host_, options_.segment_rows), now);
+  const std::string owner = tenant.empty() ? std::string("default") : tenant;
+  if (!expired.empty()) {
+    // The id is reused at once: its old rows must be gone from disk before new ones land.
+    mu_.Unlock();
+    DropAll(expired);
+    mu_.Lock();
+    if (sessions_.contains(session_id)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("session_id: session '", session_id, "' already exists"));
+    }
+  }
+  std::unique_ptr<storage::RowStore> store = storage::RowStore::Create(
+      geometry, storage::StoreContext{nullptr, tiers_, owner, session_id, options_.segment_rows});
+  storage::SessionRecord record{owner,
+                                session_id,
+                                geometry,
+                                absl::ToInt64Seconds(ttl),
+                                options_.segment_rows,
+                                tiers_->options().cold_format};
+  if (absl::Status s = store->PersistSession(storage::EncodeSessionRecord(record)); !s.ok()) {
+    return s;
+  }
+  std::shared_ptr<Session> session =
+      MakeSession(session_id, owner, geometry, ttl, std::move(store), now);
   sessions_.emplace(session_id, session);
   return session;
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Find(const std::string& id,
                                                                absl::Time now) {
-  std::shared_ptr<Session> expired;  // destroyed after the lock is released
-  absl::MutexLock lock(&mu_);
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return NotFound(id);
-  if (it->second->ExpiredAt(now)) {
-    expired = std::move(it->second);
+  std::vector<std::shared_ptr<Session>> expired;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) return NotFound(id);
+    if (!it->second->ExpiredAt(now)) {
+      it->second->Touch(now);
+      return it->second;
+    }
+    expired.push_back(std::move(it->second));
     sessions_.erase(it);
-    return NotFound(id);
   }
-  it->second->Touch(now);
-  return it->second;
+  DropAll(expired);
+  return NotFound(id);
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Remove(const std::string& id) {
-  absl::MutexLock lock(&mu_);
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return NotFound(id);
-  std::shared_ptr<Session> session = std::move(it->second);
-  sessions_.erase(it);
-  return session;
+  std::vector<std::shared_ptr<Session>> removed;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) return NotFound(id);
+    removed.push_back(std::move(it->second));
+    sessions_.erase(it);
+  }
+  DropAll(removed);
+  return removed.front();
 }
 
 std::vector<std::shared_ptr<Session>> SessionRegistry::List(const std::string& tenant) const {
@@ -111,6 +198,7 @@ int64_t SessionRegistry::ExpireIdle(absl::Time now) {
       }
     }
   }
+  DropAll(expired);
   return static_cast<int64_t>(expired.size());
 }
 

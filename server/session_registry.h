@@ -14,7 +14,8 @@
 #include "absl/time/time.h"
 #include "server/session.h"
 #include "storage/geometry.h"
-#include "storage/tier.h"
+#include "storage/quant/codec.h"
+#include "storage/tier_manager.h"
 
 namespace kvtier::server {
 
@@ -26,12 +27,18 @@ struct RegistryOptions {
 };
 
 // Thread-safe. Sessions are shared_ptr: an RPC that found a session keeps it alive even if
-// it is released or expires meanwhile; its bytes go back to the tier when the last
-// reference drops.
+// it is released or expires meanwhile. A released or expired session's rows are dropped
+// from every tier (disk included) at once; an RPC still streaming them gets
+// FAILED_PRECONDITION.
 class SessionRegistry {
  public:
-  // `host` (not owned) must outlive the registry and every session.
-  SessionRegistry(storage::TierBudget* host, RegistryOptions options);
+  // `tiers` (not owned) must outlive the registry and every session.
+  SessionRegistry(storage::TierManager* tiers, RegistryOptions options);
+
+  // Reopens every session stored in the tier manager's database (durability wal or sync)
+  // with its rows, as they were acknowledged. Returns the number of sessions; segments that
+  // failed their checks are added to *data_loss. Call before serving.
+  absl::StatusOr<int64_t> Recover(int64_t* data_loss);
 
   // Creates a session. `id` empty: a random one is assigned. ttl zero: the default.
   // ALREADY_EXISTS if `id` is taken, RESOURCE_EXHAUSTED past max_sessions, OUT_OF_RANGE for
@@ -54,9 +61,17 @@ class SessionRegistry {
   int64_t ExpireIdle(absl::Time now);
 
   int64_t size() const;
+  int32_t segment_rows() const { return options_.segment_rows; }
 
  private:
-  storage::TierBudget* const host_;
+  // Builds the session around `store` and binds it to the tier manager.
+  std::shared_ptr<Session> MakeSession(const std::string& id, const std::string& tenant,
+                                       const storage::Geometry& geometry, absl::Duration ttl,
+                                       std::unique_ptr<storage::RowStore> store, absl::Time now);
+  // Drops a removed session's rows from every tier (outside the registry lock).
+  static void DropAll(std::vector<std::shared_ptr<Session>>& sessions);
+
+  storage::TierManager* const tiers_;
   const RegistryOptions options_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);

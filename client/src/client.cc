@@ -359,6 +359,16 @@ absl::StatusOr<v1::ReleaseResponse> Client::ReleaseSession(const std::string& se
   return Release(request, call);
 }
 
+absl::StatusOr<v1::BeginPauseResponse> Client::BeginPause(const std::string& session_id,
+                                                          const CallOptions& call) {
+  v1::BeginPauseRequest request;
+  request.set_session_id(session_id);
+  return Unary<v1::BeginPauseResponse>(options_, call,
+                                       [&](grpc::ClientContext* context, auto* out) {
+                                         return impl_->stub_->BeginPause(context, request, out);
+                                       });
+}
+
 absl::StatusOr<v1::SessionInfo> Client::GetSession(const std::string& session_id,
                                                    const CallOptions& call) {
   v1::GetSessionRequest request;

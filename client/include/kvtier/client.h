@@ -196,6 +196,11 @@ class Client {
   absl::StatusOr<v1::ReleaseResponse> ReleaseSession(const std::string& session_id,
                                                      const CallOptions& call = {});
 
+  // The agent paused: stages the session's payloads that are on disk back into host RAM
+  // (as far as they fit) before the Repair arrives. NOT_FOUND for an unknown session.
+  absl::StatusOr<v1::BeginPauseResponse> BeginPause(const std::string& session_id,
+                                                    const CallOptions& call = {});
+
   // Session counts and geometry. NOT_FOUND for an unknown (or expired) session.
   absl::StatusOr<v1::SessionInfo> GetSession(const std::string& session_id,
                                              const CallOptions& call = {});
