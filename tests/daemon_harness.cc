@@ -73,18 +73,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::vector<std::str
   std::unique_ptr<Daemon> daemon(new Daemon());
   daemon->dir_ = pattern;
   daemon->unix_socket_ = daemon->dir_ + "/kvtierd.sock";
-  const std::string ready_file = daemon->dir_ + "/ready.json";
-  const std::string log_file = daemon->dir_ + "/kvtierd.log";
-
-  std::vector<std::string> args = {
+  daemon->args_ = {
       binary.empty() ? std::string(KVTIERD_PATH) : binary,
       "--unix_socket=" + daemon->unix_socket_,
       "--listen=127.0.0.1:0",
       "--metrics_listen=127.0.0.1:0",
       "--data_dir=" + daemon->dir_ + "/data",
-      "--ready_file=" + ready_file,
+      "--ready_file=" + daemon->dir_ + "/ready.json",
   };
-  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  daemon->args_.insert(daemon->args_.end(), extra_flags.begin(), extra_flags.end());
+  if (absl::Status s = daemon->Spawn(timeout); !s.ok()) return s;  // ~Daemon stops the child
+  return daemon;
+}
+
+absl::Status Daemon::Spawn(absl::Duration timeout) {
+  const std::string ready_file = dir_ + "/ready.json";
+  const std::string log_file = dir_ + "/kvtierd.log";
+  std::error_code ec;
+  std::filesystem::remove(ready_file, ec);  // a restart must not see the last run's file
+  std::vector<std::string> args = args_;
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -92,41 +99,56 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::vector<std::str
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_file.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   pid_t pid;
   const int err = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (err != 0) {
+    stopped_ = true;
     return absl::InternalError(absl::StrCat("posix_spawn ", argv[0], ": ", std::strerror(err)));
   }
-  daemon->pid_ = pid;
+  pid_ = pid;
+  stopped_ = false;
 
   const absl::Time deadline = absl::Now() + timeout;
   while (true) {
     int wait_status;
     if (waitpid(pid, &wait_status, WNOHANG) == pid) {
-      daemon->stopped_ = true;
-      daemon->exit_code_ = ExitCode(wait_status);
+      stopped_ = true;
+      exit_code_ = ExitCode(wait_status);
       return absl::UnavailableError(absl::StrCat("kvtierd exited with ", ExitCode(wait_status),
-                                                 " before it was ready; log:\n",
-                                                 daemon->LogTail()));
+                                                 " before it was ready; log:\n", LogTail()));
     }
     // The daemon renames the file into place, so a file that exists is complete.
     if (std::filesystem::exists(ready_file)) {
-      absl::Status parsed =
-          ParseReady(ReadFile(ready_file), &daemon->tcp_port_, &daemon->metrics_port_);
-      if (!parsed.ok()) return parsed;  // ~Daemon stops the child
-      return daemon;
+      return ParseReady(ReadFile(ready_file), &tcp_port_, &metrics_port_);
     }
     if (absl::Now() >= deadline) {
-      return absl::UnavailableError(absl::StrCat("kvtierd not ready after ",
-                                                 absl::FormatDuration(timeout), "; log:\n",
-                                                 daemon->LogTail()));
+      return absl::UnavailableError(absl::StrCat(
+          "kvtierd not ready after ", absl::FormatDuration(timeout), "; log:\n", LogTail()));
     }
     absl::SleepFor(kPollInterval);
   }
+}
+
+absl::StatusOr<int> Daemon::Kill() {
+  if (stopped_) return exit_code_;
+  stopped_ = true;
+  kill(pid_, SIGKILL);
+  int wait_status;
+  while (waitpid(pid_, &wait_status, 0) < 0 && errno == EINTR) {
+  }
+  exit_code_ = ExitCode(wait_status);
+  return exit_code_;
+}
+
+absl::Status Daemon::Restart(absl::Duration timeout) {
+  if (!stopped_) {
+    return absl::FailedPreconditionError("Restart: the daemon is still running");
+  }
+  return Spawn(timeout);
 }
 
 Daemon::~Daemon() {

@@ -38,6 +38,13 @@ class Daemon {
   // DEADLINE_EXCEEDED is returned. Calling it again returns the same result.
   absl::StatusOr<int> Stop(absl::Duration timeout = absl::Seconds(30));
 
+  // Kills the daemon with SIGKILL (a crash: nothing is flushed) and reaps it. Returns 137.
+  absl::StatusOr<int> Kill();
+
+  // Starts the daemon again in the same DIR with the same flags (after Stop or Kill), and
+  // waits for it to be ready as Start does. Ports may change.
+  absl::Status Restart(absl::Duration timeout = absl::Seconds(60));
+
   // "unix:///.../kvtierd.sock"
   std::string unix_target() const { return "unix://" + unix_socket_; }
   // "127.0.0.1:<port>"
@@ -53,8 +60,11 @@ class Daemon {
 
  private:
   Daemon() = default;
+  // Spawns the daemon with args_ and waits for its ready file.
+  absl::Status Spawn(absl::Duration timeout);
 
   std::string dir_;
+  std::vector<std::string> args_;
   std::string unix_socket_;
   pid_t pid_ = -1;
   int tcp_port_ = 0;

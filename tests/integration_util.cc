@@ -33,13 +33,29 @@ std::unique_ptr<Client> MakeClient(const std::string& target, size_t offload_chu
   return client.ok() ? std::move(*client) : nullptr;
 }
 
-absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
-                                        uint32_t ttl_seconds) {
-  absl::StatusOr<v1::SessionInfo> info = synthetic::OpenSession(client, kv, ttl_seconds);
+namespace {
+
+absl::StatusOr<TestSession> ToTestSession(const absl::StatusOr<v1::SessionInfo>& info) {
   if (!info.ok()) return info.status();
   absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(info->geometry());
   if (!geometry.ok()) return geometry.status();
   return TestSession{info->session_id(), *geometry, *info};
+}
+
+}  // namespace
+
+absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
+                                        uint32_t ttl_seconds) {
+  return ToTestSession(synthetic::OpenSession(client, kv, ttl_seconds));
+}
+
+absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
+                                        const SessionOptions& options) {
+  v1::OpenSessionRequest request = synthetic::OpenSessionRequestFor(kv);
+  request.set_session_id(options.id);
+  request.set_tenant(options.tenant);
+  for (const int32_t l : options.scoring_layers) request.mutable_geometry()->add_scoring_layers(l);
+  return ToTestSession(client.OpenSession(request));
 }
 
 absl::Status OffloadAll(Client& client, const TestSession& session,

@@ -33,6 +33,16 @@ struct TestSession {
 absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
                                         uint32_t ttl_seconds = 0);
 
+// Opens an fp16 session with kv's geometry and the given id, tenant and scoring layers
+// (empty: defaults).
+struct SessionOptions {
+  std::string id;
+  std::string tenant;
+  std::vector<int32_t> scoring_layers;
+};
+absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
+                                        const SessionOptions& options);
+
 // Offloads every row of `kv`, `layers_per_call` layers per Offload call.
 absl::Status OffloadAll(Client& client, const TestSession& session,
                         const synthetic::SyntheticKv& kv, int32_t layers_per_call);

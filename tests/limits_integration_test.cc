@@ -1,5 +1,5 @@
-// Daemon limits: host capacity (RESOURCE_EXHAUSTED, nothing of the chunk stored) and
-// session TTL expiry.
+// Daemon limits: a chunk larger than host RAM even after demotion (RESOURCE_EXHAUSTED,
+// nothing of the chunk stored) and session TTL expiry.
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -53,14 +53,16 @@ TEST_F(LimitsTest, OffloadPastHostCapacityIsResourceExhausted) {
   ASSERT_TRUE(before.ok()) << before.status();
   EXPECT_EQ(before->rows_stored(), 128);
 
-  // 2048 rows (4 MiB of K+V) do not.
+  // 2048 rows (4 MiB of K+V) in one chunk do not, even with every other payload demoted:
+  // a chunk's new segments must fit in host RAM at once.
   absl::Status status = client_->OffloadChunks({Chunk(*session, 1000, 2048)}).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
   absl::StatusOr<v1::SessionInfo> after = client_->GetSession(session->id);
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(after->rows_stored(), before->rows_stored());
   EXPECT_EQ(after->rows_complete(), before->rows_complete());
-  EXPECT_EQ(after->bytes(), before->bytes());
+  // Host bytes may only have gone down (payloads demoted while making room).
+  EXPECT_LE(after->bytes(), before->bytes());
 
   absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
   ASSERT_TRUE(stats.ok()) << stats.status();

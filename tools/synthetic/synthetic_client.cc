@@ -10,6 +10,10 @@ namespace kvtier::synthetic {
 
 absl::StatusOr<v1::SessionInfo> OpenSession(Client& client, const SyntheticKv& kv,
                                             uint32_t ttl_seconds) {
+  return client.OpenSession(OpenSessionRequestFor(kv, ttl_seconds));
+}
+
+v1::OpenSessionRequest OpenSessionRequestFor(const SyntheticKv& kv, uint32_t ttl_seconds) {
   v1::OpenSessionRequest request;
   v1::Geometry* g = request.mutable_geometry();
   g->set_num_layers(kv.options().num_layers);
@@ -18,7 +22,7 @@ absl::StatusOr<v1::SessionInfo> OpenSession(Client& client, const SyntheticKv& k
   g->set_head_dim(kv.options().head_dim);
   g->set_dtype(v1::DTYPE_FLOAT16);
   request.set_ttl_seconds(ttl_seconds);
-  return client.OpenSession(request);
+  return request;
 }
 
 absl::StatusOr<OffloadedRange> OffloadRows(Client& client, const std::string& session_id,

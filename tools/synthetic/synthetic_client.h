@@ -23,6 +23,9 @@ namespace kvtier::synthetic {
 absl::StatusOr<v1::SessionInfo> OpenSession(Client& client, const SyntheticKv& kv,
                                             uint32_t ttl_seconds = 0);
 
+// The OpenSession request OpenSession sends, for callers that set more fields.
+v1::OpenSessionRequest OpenSessionRequestFor(const SyntheticKv& kv, uint32_t ttl_seconds = 0);
+
 // One Offload call of synthetic rows and where its time went.
 struct OffloadedRange {
   int32_t layer_begin = 0;  // layers [layer_begin, layer_end)
