@@ -11,11 +11,12 @@
 namespace kvtier::server {
 namespace {
 
-std::string RandomSessionId() {
+uint64_t RandomU64() {
   thread_local absl::BitGen gen;
-  return absl::StrFormat("s-%016x%016x", absl::Uniform<uint64_t>(gen),
-                         absl::Uniform<uint64_t>(gen));
+  return absl::Uniform<uint64_t>(gen);
 }
+
+std::string RandomSessionId() { return absl::StrFormat("s-%016x%016x", RandomU64(), RandomU64()); }
 
 absl::Status NotFound(const std::string& id) {
   return absl::NotFoundError(absl::StrCat("session_id: session '", id, "' not found"));
@@ -66,9 +67,11 @@ absl::StatusOr<int64_t> SessionRegistry::Recover(int64_t* data_loss) {
   const absl::Time now = absl::Now();
   int64_t recovered = 0;
   for (storage::SessionRecord& r : records) {
-    absl::StatusOr<std::unique_ptr<storage::RowStore>> store = storage::RowStore::Recover(
-        r.geometry, storage::StoreContext{nullptr, tiers_, r.tenant, r.session_id, r.segment_rows},
-        data_loss);
+    absl::StatusOr<std::unique_ptr<storage::RowStore>> store =
+        storage::RowStore::Recover(r.geometry,
+                                   storage::StoreContext{nullptr, tiers_, r.tenant, r.session_id,
+                                                         r.segment_rows, r.incarnation},
+                                   data_loss);
     if (!store.ok()) return store.status();
     std::shared_ptr<Session> session = MakeSession(
         r.session_id, r.tenant, r.geometry, absl::Seconds(r.ttl_seconds), std::move(*store), now);
@@ -124,14 +127,19 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string
           absl::StrCat("session_id: session '", session_id, "' already exists"));
     }
   }
+  // A fresh incarnation per open, so that a re-opened id never meets the records of the
+  // session it replaces (a demotion of the old one may still be writing).
+  const uint64_t incarnation = RandomU64();
   std::unique_ptr<storage::RowStore> store = storage::RowStore::Create(
-      geometry, storage::StoreContext{nullptr, tiers_, owner, session_id, options_.segment_rows});
+      geometry, storage::StoreContext{nullptr, tiers_, owner, session_id, options_.segment_rows,
+                                      incarnation});
   storage::SessionRecord record{owner,
                                 session_id,
                                 geometry,
                                 absl::ToInt64Seconds(ttl),
                                 options_.segment_rows,
-                                tiers_->options().cold_format};
+                                tiers_->options().cold_format,
+                                incarnation};
   if (absl::Status s = store->PersistSession(storage::EncodeSessionRecord(record)); !s.ok()) {
     return s;
   }

@@ -54,6 +54,10 @@ absl::string_view DurabilityName(Durability durability) {
 std::string SessionPrefix(absl::string_view tenant, absl::string_view session) {
   return absl::StrCat("s/", tenant, "/", session, "/");
 }
+std::string SessionStorageName(absl::string_view session, uint64_t incarnation) {
+  // '~' cannot appear in a session id, so names of different ids never share a prefix.
+  return absl::StrCat(session, absl::StrFormat("~%016x", incarnation));
+}
 std::string SessionRecordKey(absl::string_view tenant, absl::string_view session) {
   return absl::StrCat(kSessionRecordPrefix, tenant, "/", session);
 }
@@ -68,9 +72,10 @@ std::string SegmentPatchKey(absl::string_view tenant, absl::string_view session,
   return absl::StrCat(SegmentPrefix(tenant, session, segment), absl::StrFormat("p/%016x", seq));
 }
 std::string PrefixEnd(absl::string_view prefix) {
-  // Every prefix built above ends in '/', so bumping the last byte never overflows.
+  // Drop trailing 0xff bytes and bump the last byte left; "" when every key is after.
   std::string end(prefix);
-  end.back() = static_cast<char>(end.back() + 1);
+  while (!end.empty() && static_cast<unsigned char>(end.back()) == 0xff) end.pop_back();
+  if (!end.empty()) end.back() = static_cast<char>(end.back() + 1);
   return end;
 }
 
@@ -181,7 +186,7 @@ absl::Status KvDb::Scan(
   rocksdb::ReadOptions read;
   const std::string end = PrefixEnd(prefix);
   rocksdb::Slice upper(end);
-  read.iterate_upper_bound = &upper;
+  if (!end.empty()) read.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(read));
   for (it->Seek(ToSlice(prefix)); it->Valid(); it->Next()) {
     const rocksdb::Slice k = it->key();

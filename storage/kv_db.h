@@ -39,15 +39,18 @@ struct KvDbOptions {
   bool compression = false;
 };
 
-// Key builders.
+// Key builders. Segment keys name a session by its storage name (SessionStorageName), the
+// session record by its id.
 inline constexpr char kSessionRecordPrefix[] = "m/";
+std::string SessionStorageName(absl::string_view session, uint64_t incarnation);
 std::string SessionPrefix(absl::string_view tenant, absl::string_view session);
 std::string SessionRecordKey(absl::string_view tenant, absl::string_view session);
 std::string SegmentPrefix(absl::string_view tenant, absl::string_view session, uint32_t segment);
 std::string SegmentBaseKey(absl::string_view tenant, absl::string_view session, uint32_t segment);
 std::string SegmentPatchKey(absl::string_view tenant, absl::string_view session, uint32_t segment,
                             uint64_t seq);
-// The smallest key after every key that starts with `prefix`.
+// The smallest key after every key that starts with `prefix`; "" when there is none
+// (an empty prefix or one of 0xff bytes only): scan to the end.
 std::string PrefixEnd(absl::string_view prefix);
 
 // A set of changes applied atomically by KvDb::Write. Not thread-safe.

@@ -18,6 +18,10 @@
 namespace kvtier::storage {
 namespace {
 
+// Recovery ignores segment ids at or above this (2^22 segments of 256 rows: a billion rows
+// in one session, far beyond any host).
+constexpr uint32_t kMaxRecoveredSegmentId = 1u << 22;
+
 // Scatters one row's keys of one layer ([kv][d], `count` elements) into the score index
 // ([kv][d][rows]) at `slot`. Elements are moved as raw bits of their size: no conversion.
 template <typename Bits>
@@ -83,6 +87,7 @@ class HostRowStore final : public RowStore {
   HostRowStore(const Geometry& geometry, StoreContext context)
       : geometry_(geometry),
         ctx_(std::move(context)),
+        storage_name_(SessionStorageName(ctx_.session_id, ctx_.incarnation)),
         tiers_(ctx_.tiers),
         host_(tiers_ != nullptr ? &tiers_->host() : ctx_.host),
         db_(tiers_ != nullptr ? tiers_->db() : nullptr),
@@ -185,6 +190,7 @@ class HostRowStore final : public RowStore {
 
   const Geometry geometry_;
   const StoreContext ctx_;
+  const std::string storage_name_;  // the session in segment keys
   TierManager* const tiers_;
   TierBudget* const host_;
   KvDb* const db_;
@@ -192,6 +198,9 @@ class HostRowStore final : public RowStore {
   const SegmentLayout layout_;
   std::vector<int32_t> scoring_index_of_layer_;  // [num_layers]; -1 when not a scoring layer
   uint32_t owner_ = 0;
+  // Set by Drop: the session is gone, Offload refuses (a call that found the session
+  // before the drop must not store rows nobody can reach).
+  bool dropped_ = false;
 
   // Null entries are freed segments; their indices wait in free_segment_ids_ for reuse.
   std::vector<std::unique_ptr<Segment>> segments_;
@@ -311,7 +320,7 @@ uint64_t HostRowStore::FreeSegment(uint32_t id, KvBatch* batch) {
     if (tiers_ != nullptr) tiers_->disk().AddSegments(-1);
   }
   if (db_ != nullptr && (segment.tier.disk_bytes > 0 || segment.tier.has_base)) {
-    const std::string prefix = SegmentPrefix(ctx_.tenant, ctx_.session_id, id);
+    const std::string prefix = SegmentPrefix(ctx_.tenant, storage_name_, id);
     batch->DeleteRange(prefix, PrefixEnd(prefix));
   }
   if (tiers_ != nullptr) {
@@ -355,7 +364,7 @@ bool HostRowStore::InGuardWindow(const Segment& segment) const {
 absl::Status HostRowStore::ReadPayload(uint32_t id) {
   Segment& segment = *segments_[id];
   std::string bytes;
-  const std::string key = SegmentBaseKey(ctx_.tenant, ctx_.session_id, id);
+  const std::string key = SegmentBaseKey(ctx_.tenant, storage_name_, id);
   absl::Status s = db_->Get(key, &bytes);
   if (absl::IsNotFound(s)) s = absl::DataLossError(absl::StrCat("record ", key, ": missing"));
   if (!s.ok()) {
@@ -389,6 +398,10 @@ absl::Status HostRowStore::LoadPayload(uint32_t id, bool prefetch) {
 
 absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
   // Validate everything before changing anything: a chunk is stored whole or not at all.
+  if (dropped_) {
+    return absl::NotFoundError(
+        absl::StrCat("session_id: session '", ctx_.session_id, "' was released or expired"));
+  }
   const size_t n = chunk.positions.size();
   if (n == 0) return absl::InvalidArgumentError("positions: empty");
   absl::flat_hash_set<int64_t> seen;
@@ -474,8 +487,7 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
   if (disk_estimate > 0) {
     if (absl::Status s = tiers_->disk().Reserve(disk_estimate); !s.ok()) {
       refund(new_segments > 0);
-      tiers_->stats().capacity_rejections.fetch_add(1, std::memory_order_relaxed);
-      return s;
+      return s;  // counted in capacity_rejections by the service, once per refused chunk
     }
   }
   if (new_segments > 0) {
@@ -585,7 +597,7 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
           std::memcpy(k, chunk.keys.data() + src, lrb);
           std::memcpy(v, chunk.values.data() + src, lrb);
         });
-    batch.Put(SegmentPatchKey(ctx_.tenant, ctx_.session_id, id, last_seq_), patch);
+    batch.Put(SegmentPatchKey(ctx_.tenant, storage_name_, id, last_seq_), patch);
     ChargeDisk(segment, patch.size());
     written += patch.size();
   }
@@ -631,7 +643,7 @@ absl::Status HostRowStore::MarkPromoted(absl::Span<const int64_t> positions) {
   KvBatch batch;
   for (auto& [id, rows] : changed) {
     const std::string patch = EncodeSlotsPatch(PatchKind::kPromote, ++last_seq_, rows);
-    batch.Put(SegmentPatchKey(ctx_.tenant, ctx_.session_id, id, last_seq_), patch);
+    batch.Put(SegmentPatchKey(ctx_.tenant, storage_name_, id, last_seq_), patch);
     ChargeDisk(*segments_[id], patch.size());
     tiers_->disk().ForceReserve(patch.size());
   }
@@ -727,7 +739,7 @@ ReleaseResult HostRowStore::Release(absl::Span<const int64_t> positions) {
   for (auto& [id, rows] : changed) {
     if (emptied.contains(id)) continue;
     const std::string patch = EncodeSlotsPatch(PatchKind::kRelease, ++last_seq_, rows);
-    batch.Put(SegmentPatchKey(ctx_.tenant, ctx_.session_id, id, last_seq_), patch);
+    batch.Put(SegmentPatchKey(ctx_.tenant, storage_name_, id, last_seq_), patch);
     ChargeDisk(*segments_[id], patch.size());
     tiers_->disk().ForceReserve(patch.size());
   }
@@ -747,13 +759,14 @@ absl::Status HostRowStore::PersistSession(absl::string_view record) {
 }
 
 absl::Status HostRowStore::Drop() {
+  dropped_ = true;
   KvBatch batch;
   for (uint32_t id = 0; id < segments_.size(); ++id) {
     if (segments_[id] != nullptr) FreeSegment(id, &batch);
   }
   if (db_ == nullptr) return absl::OkStatus();
   KvBatch whole;
-  const std::string prefix = SessionPrefix(ctx_.tenant, ctx_.session_id);
+  const std::string prefix = SessionPrefix(ctx_.tenant, storage_name_);
   whole.DeleteRange(prefix, PrefixEnd(prefix));
   whole.Delete(SessionRecordKey(ctx_.tenant, ctx_.session_id));
   return db_->Write(whole);
@@ -780,15 +793,12 @@ absl::StatusOr<DemotionPlan> HostRowStore::PrepareDemotion(uint32_t id) {
     const quant::Format format =
         InGuardWindow(segment) ? quant::Format::kRaw : tiers_->options().cold_format;
     const std::string base = EncodeSegmentBase(segment, last_seq_, format);
-    if (absl::Status s = tiers_->disk().Reserve(base.size()); !s.ok()) {
-      tiers_->stats().capacity_rejections.fetch_add(1, std::memory_order_relaxed);
-      return s;
-    }
+    if (absl::Status s = tiers_->disk().Reserve(base.size()); !s.ok()) return s;
     plan.base_bytes = base.size();
     plan.patch_bytes = segment.tier.disk_bytes;
-    plan.batch.Put(SegmentBaseKey(ctx_.tenant, ctx_.session_id, id), base);
-    plan.batch.DeleteRange(SegmentPatchKey(ctx_.tenant, ctx_.session_id, id, 0),
-                           SegmentPatchKey(ctx_.tenant, ctx_.session_id, id, last_seq_ + 1));
+    plan.batch.Put(SegmentBaseKey(ctx_.tenant, storage_name_, id), base);
+    plan.batch.DeleteRange(SegmentPatchKey(ctx_.tenant, storage_name_, id, 0),
+                           SegmentPatchKey(ctx_.tenant, storage_name_, id, last_seq_ + 1));
   }
   segment.tier.demoting = true;
   return plan;
@@ -799,7 +809,7 @@ uint64_t HostRowStore::FinishDemotion(DemotionPlan& plan, const absl::Status& wr
     // The session was dropped while the copy was written: delete what the copy wrote.
     if (plan.base_bytes > 0) tiers_->disk().Free(plan.base_bytes);
     KvBatch batch;
-    const std::string prefix = SegmentPrefix(ctx_.tenant, ctx_.session_id, plan.segment);
+    const std::string prefix = SegmentPrefix(ctx_.tenant, storage_name_, plan.segment);
     batch.DeleteRange(prefix, PrefixEnd(prefix));
     (void)db_->Write(batch);
     return 0;
@@ -902,6 +912,10 @@ absl::Status HostRowStore::ApplyPatch(Segment& segment, const DecodedPatch& patc
     }
     const int64_t held = segment.positions()[row.slot];
     if (patch.kind != PatchKind::kOffload) {
+      // A free slot: the offload of this row failed to reach the disk (its client got the
+      // error) while the row stayed in RAM and was later released or promoted. Nothing of
+      // it was acknowledged, so there is nothing to undo.
+      if (held == -1) continue;
       if (held != row.position) {
         return absl::DataLossError(absl::StrCat("record ", key, ": slot ", row.slot,
                                                 " does not hold position ", row.position));
@@ -942,7 +956,7 @@ void HostRowStore::AdoptRecovered(uint32_t id, std::unique_ptr<Segment> segment,
   seg.RebuildFreeList();
   if (seg.live() == 0) {
     KvBatch batch;
-    const std::string prefix = SegmentPrefix(ctx_.tenant, ctx_.session_id, id);
+    const std::string prefix = SegmentPrefix(ctx_.tenant, storage_name_, id);
     batch.DeleteRange(prefix, PrefixEnd(prefix));
     (void)db_->Write(batch);
     disk_charged_ -= seg.tier.disk_bytes;
@@ -1016,7 +1030,7 @@ void HostRowStore::AdoptRecovered(uint32_t id, std::unique_ptr<Segment> segment,
 }
 
 absl::Status HostRowStore::RecoverFromDb(int64_t* data_loss) {
-  const std::string prefix = SessionPrefix(ctx_.tenant, ctx_.session_id);
+  const std::string prefix = SessionPrefix(ctx_.tenant, storage_name_);
   std::unique_ptr<Segment> current;
   uint32_t current_id = 0;
   uint64_t base_version = 0;
@@ -1042,6 +1056,12 @@ absl::Status HostRowStore::RecoverFromDb(int64_t* data_loss) {
       return true;  // the session record, read by the caller
     }
     rest.remove_prefix(9);
+    if (id >= kMaxRecoveredSegmentId) {
+      // Keys are not covered by the CRC: a damaged one must not size the segment table.
+      ++*data_loss;
+      tiers_->stats().data_loss.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
     if (current == nullptr || id != current_id) {
       finish();
       current = Segment::Allocate(layout_);
@@ -1049,6 +1069,9 @@ absl::Status HostRowStore::RecoverFromDb(int64_t* data_loss) {
         failure = absl::ResourceExhaustedError("host allocation failed during recovery");
         return false;
       }
+      // Layers that never arrived stay zero: they are encoded with the segment later, and
+      // heap garbage must neither reach the disk nor set a quantization group's scale.
+      std::memset(current->payload(), 0, layout_.payload_bytes);
       current_id = id;
       base_version = 0;
       dirty = false;
@@ -1090,7 +1113,7 @@ absl::Status HostRowStore::RecoverFromDb(int64_t* data_loss) {
   // reused segment id never mixes with them.
   KvBatch batch;
   for (const uint32_t id : broken_ids) {
-    const std::string seg = SegmentPrefix(ctx_.tenant, ctx_.session_id, id);
+    const std::string seg = SegmentPrefix(ctx_.tenant, storage_name_, id);
     batch.DeleteRange(seg, PrefixEnd(seg));
   }
   if (absl::Status s = db_->Write(batch); !s.ok()) return s;

@@ -79,6 +79,10 @@ struct StoreContext {
   std::string tenant;
   std::string session_id;
   int32_t segment_rows = 256;  // slots per segment, rounded up to a multiple of 16
+  // Distinguishes this session from an earlier one with the same id: segment keys live
+  // under SessionStorageName(session_id, incarnation), so records a dropped session's
+  // in-flight demotion writes late can never mix with a re-opened session's.
+  uint64_t incarnation = 0;
 };
 
 // A demotion in three steps, so that the disk write happens without the owner's lock:

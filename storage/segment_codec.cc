@@ -14,7 +14,7 @@ namespace {
 constexpr uint32_t kSessionMagic = 0x5353564b;  // "KVSS"
 constexpr uint32_t kBaseMagic = 0x4253564b;     // "KVSB"
 constexpr uint32_t kPatchMagic = 0x5053564b;    // "KVSP"
-constexpr uint8_t kFormatVersion = 1;
+constexpr uint8_t kFormatVersion = 2;
 
 // Appends fixed-size fields and byte ranges to a string.
 class Writer {
@@ -141,6 +141,7 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
   w.Put<int64_t>(r.ttl_seconds);
   w.Put<int32_t>(r.segment_rows);
   w.Put<uint8_t>(static_cast<uint8_t>(r.cold_format));
+  w.Put<uint64_t>(r.incarnation);
   return std::move(w).Finish();
 }
 
@@ -149,7 +150,7 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(absl::string_view bytes, absl:
   if (!body.ok()) return body.status();
   Reader r(*body);
   if (r.Get<uint32_t>() != kSessionMagic || r.Get<uint8_t>() != kFormatVersion) {
-    return Loss(key, "not a session record of format 1");
+    return Loss(key, "not a session record of format 2");
   }
   SessionRecord s;
   s.tenant = r.String();
@@ -165,6 +166,7 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(absl::string_view bytes, absl:
   s.ttl_seconds = r.Get<int64_t>();
   s.segment_rows = r.Get<int32_t>();
   s.cold_format = static_cast<quant::Format>(r.Get<uint8_t>());
+  s.incarnation = r.Get<uint64_t>();
   if (!r.done()) return Loss(key, "truncated or trailing bytes");
   if (absl::Status g = ValidateAndNormalizeGeometry(s.geometry); !g.ok()) {
     return Loss(key, g.message());
@@ -226,7 +228,7 @@ absl::StatusOr<uint64_t> DecodeSegmentBase(absl::string_view bytes, absl::string
   const SegmentLayout& l = segment->layout();
   Reader r(*body);
   if (r.Get<uint32_t>() != kBaseMagic || r.Get<uint8_t>() != kFormatVersion) {
-    return Loss(key, "not a segment base of format 1");
+    return Loss(key, "not a segment base of format 2");
   }
   const auto format = static_cast<quant::Format>(r.Get<uint8_t>());
   const uint8_t elem = r.Get<uint8_t>();
@@ -344,7 +346,7 @@ absl::StatusOr<DecodedPatch> DecodePatch(absl::string_view bytes, absl::string_v
   if (!body.ok()) return body.status();
   Reader r(*body);
   if (r.Get<uint32_t>() != kPatchMagic || r.Get<uint8_t>() != kFormatVersion) {
-    return Loss(key, "not a patch of format 1");
+    return Loss(key, "not a patch of format 2");
   }
   DecodedPatch p;
   const uint8_t kind = r.Get<uint8_t>();

@@ -34,6 +34,7 @@ struct SessionRecord {
   int64_t ttl_seconds = 0;
   int32_t segment_rows = 0;
   quant::Format cold_format = quant::Format::kRaw;
+  uint64_t incarnation = 0;  // StoreContext::incarnation
 };
 
 std::string EncodeSessionRecord(const SessionRecord& record);

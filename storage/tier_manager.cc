@@ -233,7 +233,6 @@ bool TierManager::PickVictim(const absl::flat_hash_set<uint64_t>& skip, uint64_t
 
 uint64_t TierManager::DemoteOnce(uint64_t bytes_needed) {
   if (db_ == nullptr) return 0;
-  absl::MutexLock round(&round_mu_);
   uint64_t freed = 0;
   absl::flat_hash_set<uint64_t> skip;  // busy or not demotable in this round
   const uint64_t target = LowBytes();

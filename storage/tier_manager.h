@@ -156,6 +156,10 @@ class TierManager {
   bool FitsUnderHighWatermark(uint64_t bytes) const;
   // Runs the demoter's work once on the calling thread: demotes until host RAM is under
   // the low watermark (or `bytes` more fit). Returns the bytes freed. For tests and MakeRoom.
+  // Rounds may run concurrently (the demoter thread, Offloads making room, BeginPause): a
+  // round whose victim's session is busy finishing an RPC waits for that one session only,
+  // and the others skip segments already moving, so no caller queues behind another's
+  // wait. Concurrent rounds may overshoot the low watermark by a segment each.
   uint64_t DemoteOnce(uint64_t bytes_needed) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -206,8 +210,6 @@ class TierManager {
   bool stop_ ABSL_GUARDED_BY(demoter_mu_) = false;
   bool wake_requested_ ABSL_GUARDED_BY(demoter_mu_) = false;
   std::thread demoter_;
-  // Serializes demotion rounds (the demoter thread and MakeRoom callers).
-  absl::Mutex round_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 };
 
 }  // namespace kvtier::storage

@@ -3,6 +3,7 @@
 // DATA_LOSS on damaged records, quotas, quantized cold payloads and concurrent movement.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "storage/crc32c.h"
 #include "storage/kv_db.h"
@@ -162,8 +164,9 @@ class TieredStoreTest : public ::testing::Test {
     tiers_ = std::move(*tiers);
   }
 
-  StoreContext Context(const std::string& session = "s1", const std::string& tenant = "t") {
-    return StoreContext{nullptr, tiers_.get(), tenant, session, kRows};
+  StoreContext Context(const std::string& session = "s1", const std::string& tenant = "t",
+                       uint64_t incarnation = 0) {
+    return StoreContext{nullptr, tiers_.get(), tenant, session, kRows, incarnation};
   }
 
   // A store bound to the tier manager through a StoreClient.
@@ -186,6 +189,18 @@ class TieredStoreTest : public ::testing::Test {
   std::unique_ptr<TierManager> tiers_;
   std::vector<std::shared_ptr<StoreClient>> clients_;
 };
+
+TEST(KvDbKeys, PrefixEndBoundsExactlyThePrefix) {
+  EXPECT_EQ(PrefixEnd("s/t/"), "s/t0");
+  EXPECT_EQ(PrefixEnd(std::string("a\xff\xff", 3)), "b");
+  EXPECT_EQ(PrefixEnd(""), "");  // no bound: every key
+  EXPECT_EQ(PrefixEnd(std::string("\xff", 1)), "");
+  // Storage names of different ids never nest: '~' is not allowed in an id.
+  const std::string a = SessionPrefix("t", SessionStorageName("s", 1));
+  const std::string b = SessionPrefix("t", SessionStorageName("s.x", 1));
+  EXPECT_FALSE(absl::StartsWith(b, a));
+  EXPECT_NE(SessionStorageName("s", 1), SessionStorageName("s", 2));
+}
 
 TEST(Crc32c, StandardCheckValue) {
   const std::string s = "123456789";
@@ -307,7 +322,7 @@ TEST_F(TieredStoreTest, DamagedBaseIsDataLossNeverServed) {
   ASSERT_TRUE(OffloadRows(c.store(), geometry_, Range(0, 2 * kRows)).ok());
   ASSERT_EQ(c.DemoteSegment(0), PayloadBytes());
 
-  const std::string key = SegmentBaseKey("t", "s1", 0);
+  const std::string key = SegmentBaseKey("t", SessionStorageName("s1", 0), 0);
   std::string base;
   ASSERT_TRUE(tiers_->db()->Get(key, &base).ok());
   base[base.size() / 2] = static_cast<char>(base[base.size() / 2] ^ 0x01);
@@ -404,7 +419,7 @@ TEST_F(TieredStoreTest, RecoverySkipsDamagedSegmentsAndCountsThem) {
   // Damage the first patch of segment 1.
   std::string key, value;
   ASSERT_TRUE(tiers_->db()
-                  ->Scan(SegmentPrefix("t", "s1", 1),
+                  ->Scan(SegmentPrefix("t", SessionStorageName("s1", 0), 1),
                          [&](absl::string_view k, absl::string_view v) {
                            key = std::string(k);
                            value = std::string(v);
@@ -614,12 +629,12 @@ TEST_F(TieredStoreTest, QuantizedColdPayloadKeepsGuardWindowExact) {
   OpenTiers(o);
   StoreClient& c = NewStore();
   ASSERT_TRUE(OffloadRows(c.store(), geometry_, Range(0, 3 * kRows)).ok());
-  const std::string base_key = SegmentBaseKey("t", "s1", 0);
+  const std::string base_key = SegmentBaseKey("t", SessionStorageName("s1", 0), 0);
   ASSERT_EQ(c.DemoteSegment(0), PayloadBytes());
   ASSERT_EQ(c.DemoteSegment(2), PayloadBytes());
   std::string quantized, raw;
   ASSERT_TRUE(tiers_->db()->Get(base_key, &quantized).ok());
-  ASSERT_TRUE(tiers_->db()->Get(SegmentBaseKey("t", "s1", 2), &raw).ok());
+  ASSERT_TRUE(tiers_->db()->Get(SegmentBaseKey("t", SessionStorageName("s1", 0), 2), &raw).ok());
   EXPECT_LT(quantized.size(), raw.size() * 3 / 4);  // int8 is about half of fp16
 
   // The guard segment is bit-exact; the quantized one is close.
@@ -662,6 +677,148 @@ TEST_F(TieredStoreTest, StagePromotesUnderTheWatermarkOnly) {
   EXPECT_TRUE(tiers_->FitsUnderHighWatermark(0));
   EXPECT_EQ(tiers_->stats().prefetches.load(), static_cast<uint64_t>(staged->segments_loaded));
   EXPECT_EQ(c.store().segments_on_disk(), staged->segments_left);
+}
+
+}  // namespace
+}  // namespace kvtier::storage
+
+namespace kvtier::storage {
+namespace {
+
+// A demotion of a dropped session that lands after the same id was opened again must not
+// touch the new session's records: they live under another incarnation.
+TEST_F(TieredStoreTest, LateDemotionOfDroppedSessionLeavesReopenedSessionIntact) {
+  TierManagerOptions o;
+  OpenTiers(o);
+  StoreClient& old_client = Adopt(RowStore::Create(geometry_, Context("s1", "t", 1)));
+  RowStore& old_store = old_client.store();
+  ASSERT_TRUE(OffloadRows(old_store, geometry_, Range(0, kRows)).ok());
+  absl::StatusOr<DemotionPlan> plan = old_store.PrepareDemotion(0);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(old_store.Drop().ok());
+  // An Offload that found the session before the drop is refused, and stores nothing.
+  EXPECT_EQ(OffloadRows(old_store, geometry_, {3}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(old_store.segments(), 0);
+
+  StoreClient& new_client = Adopt(RowStore::Create(geometry_, Context("s1", "t", 2)));
+  ASSERT_TRUE(OffloadRows(new_client.store(), geometry_, Range(0, kRows), 0, kLayers, 9).ok());
+  const uint64_t disk_before = tiers_->disk().used_bytes();
+  ASSERT_TRUE(plan->Write().ok());
+  EXPECT_EQ(old_store.FinishDemotion(*plan, absl::OkStatus()), 0u);
+  EXPECT_EQ(tiers_->disk().used_bytes(), disk_before - plan->base_bytes);
+  ExpectRows(new_client.store(), geometry_, Range(0, kRows), 9);
+
+  // After a crash the new session's acknowledged rows are all there; the old one's are gone.
+  OpenTiers(o);
+  int64_t data_loss = 0;
+  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
+      RowStore::Recover(geometry_, Context("s1", "t", 2), &data_loss);
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(data_loss, 0);
+  RowStore& store = Adopt(std::move(*recovered)).store();
+  EXPECT_EQ(store.counts().stored, kRows);
+  ExpectRows(store, geometry_, Range(0, kRows), 9);
+  int old_keys = 0;
+  ASSERT_TRUE(tiers_->db()
+                  ->Scan(SessionPrefix("t", SessionStorageName("s1", 1)),
+                         [&](absl::string_view, absl::string_view) {
+                           ++old_keys;
+                           return true;
+                         })
+                  .ok());
+  EXPECT_EQ(old_keys, 0);
+}
+
+// Layers of a row that never arrived are zero after recovery, so the base a later demotion
+// writes holds no heap garbage (which could also skew a quantization group's scale).
+TEST_F(TieredStoreTest, RecoveredMissingLayersAreZeroOnDisk) {
+  TierManagerOptions o;
+  OpenTiers(o);
+  {
+    StoreClient& c = NewStore();
+    ASSERT_TRUE(OffloadRows(c.store(), geometry_, {0}, 0, 1).ok());  // slot 0, layer 0 only
+    ASSERT_TRUE(OffloadRows(c.store(), geometry_, {1}).ok());
+  }
+  OpenTiers(o);
+  int64_t data_loss = 0;
+  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
+      RowStore::Recover(geometry_, Context(), &data_loss);
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  StoreClient& c = Adopt(std::move(*recovered));
+  ASSERT_EQ(c.DemoteSegment(0), PayloadBytes());
+  std::string base;
+  ASSERT_TRUE(tiers_->db()->Get(SegmentBaseKey("t", SessionStorageName("s1", 0), 0), &base).ok());
+  std::unique_ptr<Segment> decoded = Segment::Allocate(SegmentLayout::For(geometry_, kRows));
+  ASSERT_NE(decoded, nullptr);
+  ASSERT_TRUE(DecodeSegmentBase(base, "base", true, decoded.get()).ok());
+  ASSERT_EQ(decoded->positions()[0], 0);
+  for (int32_t layer = 1; layer < kLayers; ++layer) {
+    for (const std::byte* p : {decoded->keys(0, layer), decoded->values(0, layer)}) {
+      EXPECT_TRUE(std::all_of(p, p + geometry_.LayerRowBytes(),
+                              [](std::byte b) { return b == std::byte{0}; }))
+          << "layer " << layer;
+    }
+  }
+  ExpectRows(c.store(), geometry_, {1});
+}
+
+// A release (or promotion) record for a slot whose offload never reached the disk (its
+// client got the error) is a no-op on recovery, not a reason to drop the whole segment.
+TEST_F(TieredStoreTest, RecoveryIgnoresReleaseOfARowThatNeverReachedDisk) {
+  TierManagerOptions o;
+  OpenTiers(o);
+  {
+    StoreClient& c = NewStore();
+    ASSERT_TRUE(OffloadRows(c.store(), geometry_, {0}).ok());
+    ASSERT_TRUE(OffloadRows(c.store(), geometry_, {1}).ok());
+    ASSERT_TRUE(c.store().MarkPromoted(std::vector<int64_t>{0}).ok());
+    ASSERT_TRUE(c.store().Release(std::vector<int64_t>{0}).persisted.ok());
+  }
+  // Remove the offload record of position 0 (the first patch), as if its write had failed.
+  std::string first_patch;
+  ASSERT_TRUE(tiers_->db()
+                  ->Scan(SegmentPrefix("t", SessionStorageName("s1", 0), 0),
+                         [&](absl::string_view k, absl::string_view) {
+                           first_patch = std::string(k);
+                           return false;
+                         })
+                  .ok());
+  ASSERT_FALSE(first_patch.empty());
+  KvBatch batch;
+  batch.Delete(first_patch);
+  ASSERT_TRUE(tiers_->db()->Write(batch).ok());
+
+  OpenTiers(o);
+  int64_t data_loss = 0;
+  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
+      RowStore::Recover(geometry_, Context(), &data_loss);
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(data_loss, 0);
+  RowStore& store = Adopt(std::move(*recovered)).store();
+  EXPECT_EQ(store.counts().stored, 1);
+  ExpectRows(store, geometry_, {1});
+}
+
+// Keys are not covered by the CRC: a damaged segment id is counted and skipped.
+TEST_F(TieredStoreTest, RecoverySkipsSegmentIdsOutOfRange) {
+  TierManagerOptions o;
+  OpenTiers(o);
+  {
+    StoreClient& c = NewStore();
+    ASSERT_TRUE(OffloadRows(c.store(), geometry_, Range(0, kRows)).ok());
+  }
+  KvBatch batch;
+  batch.Put(SegmentBaseKey("t", SessionStorageName("s1", 0), 0xffffffffu), "junk");
+  ASSERT_TRUE(tiers_->db()->Write(batch).ok());
+  OpenTiers(o);
+  int64_t data_loss = 0;
+  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
+      RowStore::Recover(geometry_, Context(), &data_loss);
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(data_loss, 1);
+  RowStore& store = Adopt(std::move(*recovered)).store();
+  EXPECT_EQ(store.segments(), 1);
+  ExpectRows(store, geometry_, Range(0, kRows));
 }
 
 }  // namespace
