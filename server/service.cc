@@ -31,7 +31,7 @@ absl::Status StreamBroken() {
 // session lock into one reused message and written with the lock released: memory stays
 // at one chunk whatever K is, and a slow client never holds the session. Rows released or
 // re-offloaded by the engine while their payload streams end the call with
-// FAILED_PRECONDITION.
+// FAILED_PRECONDITION; other gather errors (DATA_LOSS, UNAVAILABLE) pass through.
 template <typename Response>
 absl::Status StreamPayload(Session& session, absl::Span<const int64_t> positions,
                            const std::vector<PayloadSlice>& plan,
@@ -44,10 +44,13 @@ absl::Status StreamPayload(Session& session, absl::Span<const int64_t> positions
     {
       absl::MutexLock lock(&session.mu);
       absl::Status s = GatherSlice(session.store(), session.geometry(), positions, slice, chunk);
-      if (!s.ok()) {
+      if (absl::IsNotFound(s) || absl::IsFailedPrecondition(s)) {
         return absl::FailedPreconditionError(absl::StrCat(
             "rows were released or changed while their payload was streaming: ", s.message()));
       }
+      // DATA_LOSS (a stored segment failed its check), a disk error or an allocation
+      // failure keep their code: the rows are still there, reading them failed.
+      if (!s.ok()) return s;
     }
     const auto send_start = Clock::now();
     gather += std::chrono::duration<double>(send_start - gather_start).count();
