@@ -8,25 +8,16 @@
 # bench/results/repair_latency.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/common.sh
 
-scripts/install-deps.sh
 build=build/release
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTIER_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" --target kvtierd kvtierctl
+build_release kvtierd kvtierctl
 
 work=$(mktemp -d)
-trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"' EXIT
-"$build/server/kvtierd" --unix_socket="$work/kvtierd.sock" --listen= --metrics_listen= \
-  --data_dir="$work/data" --ready_file="$work/ready.json" >"$work/kvtierd.log" 2>&1 &
-daemon=$!
-for _ in $(seq 1 300); do
-  [ -f "$work/ready.json" ] && break
-  kill -0 "$daemon" 2>/dev/null || { cat "$work/kvtierd.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -f "$work/ready.json" ] || { echo "kvtierd not ready after 30 s" >&2; exit 1; }
+trap 'stop_daemon; rm -rf "$work"' EXIT
+start_daemon repair
 
 mkdir -p bench/results
-echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-"$build/tools/kvtierctl" bench --server="unix://$work/kvtierd.sock" --runs=20 \
+machine_line
+"$build/tools/kvtierctl" bench --server="unix://$work/repair.sock" --runs=20 \
   --csv=bench/results/repair_latency.csv "$@"

@@ -49,22 +49,6 @@ TEST_P(GoldenTest, ServerChoosesExactlyTheExpectedRows) {
   }
 }
 
-// Runs `command`, returns its stdout and sets *exit_code.
-std::string RunCommand(const std::string& command, int* exit_code) {
-  std::string out;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    *exit_code = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  const int status = pclose(pipe);
-  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
-
 std::vector<int64_t> IntList(const google::protobuf::Value& value) {
   std::vector<int64_t> out;
   for (const google::protobuf::Value& v : value.list_value().values()) {

@@ -1,6 +1,9 @@
 #include "tests/integration_util.h"
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/container/flat_hash_set.h"
@@ -107,6 +110,21 @@ v1::RepairRequest NeedleRepair(const synthetic::SyntheticKv& kv, const std::stri
 bool Contains(absl::Span<const int64_t> positions, absl::Span<const int64_t> needle) {
   absl::flat_hash_set<int64_t> set(positions.begin(), positions.end());
   return std::all_of(needle.begin(), needle.end(), [&](int64_t p) { return set.contains(p); });
+}
+
+std::string RunCommand(const std::string& command, int* exit_code) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    *exit_code = -1;
+    return out;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  const int status = pclose(pipe);
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
 }
 
 }  // namespace kvtier::testing

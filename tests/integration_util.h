@@ -60,6 +60,10 @@ v1::RepairRequest NeedleRepair(const synthetic::SyntheticKv& kv, const std::stri
                                int32_t needle, int32_t budget, int32_t num_tokens,
                                v1::ReturnMode mode);
 
+// Runs `command` through the shell, returns its stdout and sets *exit_code (-1 when it did
+// not exit normally).
+std::string RunCommand(const std::string& command, int* exit_code);
+
 // True when every position of `needle` is in `positions`.
 bool Contains(absl::Span<const int64_t> positions, absl::Span<const int64_t> needle);
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -231,6 +232,33 @@ TEST(TiersIntegration, TraceFileRecordsSegmentAccessesForReplay) {
   EXPECT_EQ(loaded->pages.size(), 64u);
   EXPECT_GE(loaded->accesses.size(), 64u * 2 + 4);
   std::filesystem::remove(trace);
+}
+
+// The tier benchmark's own run on a daemon too small for its rows: it must finish, report
+// demoted segments and find every promoted byte equal to what it offloaded.
+TEST(TiersIntegration, TierBenchPromotesBitExactRowsFromDisk) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({absl::StrCat("--host_capacity_bytes=", 40 << 20)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  int exit_code = 0;
+  const std::string out =
+      RunCommand(absl::StrCat("'", KVTIERCTL_PATH, "' tier-bench --rows=1024 --runs=2 --server='",
+                              (*daemon)->unix_target(), "'"),
+                 &exit_code);
+  ASSERT_EQ(exit_code, 0) << out;
+  // | durability | host MiB | MiB/s | call ms | on disk / segments | ... | bit-exact |
+  const std::vector<std::string> fields = absl::StrSplit(out, '|');
+  ASSERT_EQ(fields.size(), 11u) << out;
+  EXPECT_EQ(absl::StripAsciiWhitespace(fields[1]), "wal");
+  EXPECT_EQ(absl::StripAsciiWhitespace(fields[2]), "40");
+  const std::vector<std::string> disk = absl::StrSplit(fields[5], '/');
+  ASSERT_EQ(disk.size(), 2u) << out;
+  int on_disk = 0, segments = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(disk[0]), &on_disk)) << out;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(disk[1]), &segments)) << out;
+  EXPECT_GT(on_disk, 0) << out;
+  EXPECT_LT(on_disk, segments) << out;
+  EXPECT_EQ(absl::StripAsciiWhitespace(fields[9]), "yes");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@ int RunStats(const std::vector<std::string>& args);
 int RunDemo(const std::vector<std::string>& args);
 int RunRepairCase(const std::vector<std::string>& args);
 int RunBench(const std::vector<std::string>& args);
+int RunTierBench(const std::vector<std::string>& args);
 
 }  // namespace kvtier::ctl
 

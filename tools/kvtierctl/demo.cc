@@ -22,25 +22,6 @@ constexpr double kMiB = 1024.0 * 1024.0;
 
 double Ms(double seconds) { return seconds * 1e3; }
 
-// True when the payload of `result` equals the synthetic rows it names, byte for byte.
-bool PayloadMatches(const synthetic::SyntheticKv& kv, const RepairResult& result) {
-  std::vector<size_t> rows;
-  for (int64_t p : result.payload.positions) {
-    const int64_t row = kv.RowOf(p);
-    if (row < 0) return false;
-    rows.push_back(static_cast<size_t>(row));
-  }
-  const size_t elements =
-      static_cast<size_t>(kv.options().num_layers) * rows.size() * kv.LayerRowElements();
-  std::vector<uint16_t> keys(elements), values(elements);
-  kv.FillKeys(0, kv.options().num_layers, rows, absl::MakeSpan(keys));
-  kv.FillValues(0, kv.options().num_layers, rows, absl::MakeSpan(values));
-  const size_t bytes = elements * sizeof(uint16_t);
-  return result.payload.keys.size() == bytes && result.payload.values.size() == bytes &&
-         std::memcmp(result.payload.keys.data(), keys.data(), bytes) == 0 &&
-         std::memcmp(result.payload.values.data(), values.data(), bytes) == 0;
-}
-
 int Fail(const std::string& what, const absl::Status& status) {
   std::fprintf(stderr, "kvtierctl demo: %s: %s\n", what.c_str(), status.ToString().c_str());
   return 1;
@@ -170,7 +151,7 @@ int RunDemo(const std::vector<std::string>& args) {
   std::printf("received: %.2f MiB (payload %.2f MiB in %d chunks)\n",
               static_cast<double>(result->bytes_received) / kMiB,
               static_cast<double>(summary.payload_bytes()) / kMiB, summary.payload_chunks());
-  const bool payload_ok = PayloadMatches(kv, *result);
+  const bool payload_ok = PayloadMatches(kv, result->payload);
   std::printf("payload check: %s\n", payload_ok ? "K/V bytes equal what was offloaded"
                                                 : "K/V bytes DIFFER from what was offloaded");
 

@@ -20,6 +20,8 @@ constexpr char kUsage[] =
     "  repair-case CASE_DIR   play one golden case; prints {\"chosen\": [...], ...}\n"
     "  bench                  repair latency through gRPC (--rows, --budgets, --runs,\n"
     "                         --tokens, --modes, --csv)\n"
+    "  tier-bench             offload, promote and BeginPause timings of the tiers\n"
+    "                         (--rows, --runs, --seed, --csv); one Markdown table row\n"
     "ADDR: unix:///abs/path.sock, unix://rel/path.sock or host:port "
     "(default unix://kvtier-data/kvtierd.sock)\n"
     "Every flag: kvtierctl --helpfull";
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
   if (command == "demo") return kvtier::ctl::RunDemo(args);
   if (command == "repair-case") return kvtier::ctl::RunRepairCase(args);
   if (command == "bench") return kvtier::ctl::RunBench(args);
+  if (command == "tier-bench") return kvtier::ctl::RunTierBench(args);
   std::fprintf(stderr, "kvtierctl: unknown command \"%s\"\n%s\n", command.c_str(), kUsage);
   return 2;
 }

@@ -40,6 +40,24 @@ absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
   return r.status();
 }
 
+bool PayloadMatches(const synthetic::SyntheticKv& kv, const RowPayload& payload) {
+  std::vector<size_t> rows;
+  for (int64_t p : payload.positions) {
+    const int64_t row = kv.RowOf(p);
+    if (row < 0) return false;
+    rows.push_back(static_cast<size_t>(row));
+  }
+  const size_t elements =
+      static_cast<size_t>(kv.options().num_layers) * rows.size() * kv.LayerRowElements();
+  std::vector<uint16_t> keys(elements), values(elements);
+  kv.FillKeys(0, kv.options().num_layers, rows, absl::MakeSpan(keys));
+  kv.FillValues(0, kv.options().num_layers, rows, absl::MakeSpan(values));
+  const size_t bytes = elements * sizeof(uint16_t);
+  return payload.keys.size() == bytes && payload.values.size() == bytes &&
+         std::memcmp(payload.keys.data(), keys.data(), bytes) == 0 &&
+         std::memcmp(payload.values.data(), values.data(), bytes) == 0;
+}
+
 std::string CompactRanges(absl::Span<const int64_t> sorted) {
   std::string out;
   size_t i = 0;

@@ -24,6 +24,9 @@ absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
                                 const RowGeometry& geometry, const synthetic::SyntheticKv& kv,
                                 absl::Span<const int64_t> positions);
 
+// True when `payload` (every layer of the rows it names) equals kv's rows byte for byte.
+bool PayloadMatches(const synthetic::SyntheticKv& kv, const RowPayload& payload);
+
 // "3-7, 12, 20-31" for ascending positions.
 std::string CompactRanges(absl::Span<const int64_t> sorted);
 
