@@ -1,11 +1,12 @@
 # Shared by the bench/ scripts (sourced, not run): the Release build and a private kvtierd.
 # Callers set `build` and `work` before using these.
 
-# Configures and builds the Release targets given as arguments into $build.
+# Configures and builds the Release targets given as arguments into $build. Its output
+# goes to stderr, so that stdout holds the results only.
 build_release() {
-  scripts/install-deps.sh
+  scripts/install-deps.sh >&2
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTIER_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$build" --target "$@"
+  cmake --build "$build" --target "$@" >&2
 }
 
 # start_daemon NAME [kvtierd flags...]: starts kvtierd on $work/NAME.sock with data in
