@@ -440,9 +440,16 @@ grpc::Status KvTierService::BeginPause(grpc::ServerContext*, const v1::BeginPaus
     absl::StatusOr<std::shared_ptr<Session>> found =
         registry_->Find(request->session_id(), absl::Now());
     if (!found.ok()) return found.status();
-    // Pauses are the idle moments: if host RAM is over its high watermark, demote down to
-    // the low one first so that the paused session's payloads have room to come back.
-    if (!tiers_->FitsUnderHighWatermark(0)) tiers_->DemoteOnce(0);
+    // The paused session's Repair comes next: make room for its demoted payloads by
+    // demoting other sessions' segments (the policy chooses), up to the high watermark.
+    uint64_t wanted = 0;
+    uint32_t owner = 0;
+    {
+      absl::MutexLock lock(&(*found)->mu);
+      wanted = (*found)->store().demoted_payload_bytes();
+      owner = (*found)->store().tier_owner();
+    }
+    tiers_->MakeRoomForStaging(wanted, owner);
     absl::StatusOr<storage::StageResult> staged;
     {
       absl::MutexLock lock(&(*found)->mu);

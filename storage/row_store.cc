@@ -128,6 +128,10 @@ class HostRowStore final : public RowStore {
   uint64_t segment_bytes() const override { return layout_.total_bytes; }
   int64_t segments() const override { return live_segments_; }
   int64_t segments_on_disk() const override { return on_disk_; }
+  uint64_t demoted_payload_bytes() const override {
+    return static_cast<uint64_t>(on_disk_) * layout_.payload_bytes;
+  }
+  uint32_t tier_owner() const override { return owner_; }
   absl::Status CheckComplete(absl::Span<const int64_t> positions) const override {
     return Resolve(positions, nullptr);
   }

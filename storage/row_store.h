@@ -150,6 +150,10 @@ class RowStore {
   // Segments, and those whose payload is on disk only.
   virtual int64_t segments() const = 0;
   virtual int64_t segments_on_disk() const = 0;
+  // Payload bytes on disk only (what Stage would load), and the owner id under which the
+  // tier manager knows this store's segments (0 without a tier manager).
+  virtual uint64_t demoted_payload_bytes() const = 0;
+  virtual uint32_t tier_owner() const = 0;
 
   // NOT_FOUND naming positions[i] if a position is not stored; FAILED_PRECONDITION if a
   // row is not complete. On error nothing changes.

@@ -212,16 +212,16 @@ bool TierManager::FitsUnderHighWatermark(uint64_t bytes) const {
   return bytes <= HighBytes() && used <= HighBytes() - bytes;
 }
 
-bool TierManager::PickVictim(const absl::flat_hash_set<uint64_t>& skip, uint64_t* key,
+bool TierManager::PickVictim(const absl::flat_hash_set<uint64_t>& skip,
+                             std::optional<uint32_t> keep_owner, uint64_t* key,
                              std::weak_ptr<TierClient>* client) {
   // Candidates: resident pages of bound owners in the order they entered host RAM, as the
   // policies expect (ties go to the earliest).
   std::vector<policy::PageView> candidates;
   candidates.reserve(resident_order_.size());
   for (const auto& [seq, page_key] : resident_order_) {
-    if (skip.contains(page_key) || !owners_.contains(static_cast<uint32_t>(page_key >> 32))) {
-      continue;
-    }
+    const uint32_t owner = static_cast<uint32_t>(page_key >> 32);
+    if (skip.contains(page_key) || !owners_.contains(owner) || owner == keep_owner) continue;
     candidates.push_back({page_key, static_cast<int64_t>(pages_[page_key].size_bytes)});
   }
   if (candidates.empty()) return false;
@@ -232,21 +232,35 @@ bool TierManager::PickVictim(const absl::flat_hash_set<uint64_t>& skip, uint64_t
 }
 
 uint64_t TierManager::DemoteOnce(uint64_t bytes_needed) {
+  const uint64_t target = LowBytes();
+  return DemoteWhile(
+      [&] {
+        const uint64_t used = host_.used_bytes();
+        const bool over_low = used > target;
+        const bool need_room = bytes_needed > 0 && (bytes_needed > host_.capacity_bytes() ||
+                                                    used > host_.capacity_bytes() - bytes_needed);
+        return over_low || need_room;
+      },
+      std::nullopt);
+}
+
+uint64_t TierManager::MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner) {
+  const uint64_t wanted = std::min(bytes, HighBytes());
+  if (wanted == 0) return 0;
+  return DemoteWhile([&] { return !FitsUnderHighWatermark(wanted); }, keep_owner);
+}
+
+uint64_t TierManager::DemoteWhile(absl::FunctionRef<bool()> more,
+                                  std::optional<uint32_t> keep_owner) {
   if (db_ == nullptr) return 0;
   uint64_t freed = 0;
   absl::flat_hash_set<uint64_t> skip;  // busy or not demotable in this round
-  const uint64_t target = LowBytes();
-  while (true) {
-    const uint64_t used = host_.used_bytes();
-    const bool over_low = used > target;
-    const bool need_room = bytes_needed > 0 && (bytes_needed > host_.capacity_bytes() ||
-                                                used > host_.capacity_bytes() - bytes_needed);
-    if (!over_low && !need_room) break;
+  while (more()) {
     uint64_t key = 0;
     std::weak_ptr<TierClient> weak;
     {
       absl::MutexLock lock(&mu_);
-      if (!PickVictim(skip, &key, &weak)) break;
+      if (!PickVictim(skip, keep_owner, &key, &weak)) break;
     }
     std::shared_ptr<TierClient> client = weak.lock();
     const uint64_t got = client == nullptr ? 0 : client->DemoteSegment(static_cast<uint32_t>(key));

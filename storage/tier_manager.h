@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -161,6 +163,10 @@ class TierManager {
   // and the others skip segments already moving, so no caller queues behind another's
   // wait. Concurrent rounds may overshoot the low watermark by a segment each.
   uint64_t DemoteOnce(uint64_t bytes_needed) ABSL_LOCKS_EXCLUDED(mu_);
+  // BeginPause: demotes other owners' segments (chosen by the policy) until `bytes` more
+  // (at most the high watermark's worth) fit under the high watermark, so that owner
+  // `keep_owner`'s demoted payloads can come back. Returns the bytes freed.
+  uint64_t MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Page {
@@ -173,9 +179,14 @@ class TierManager {
               std::unique_ptr<policy::PlacementPolicy> policy);
 
   void DemoterLoop() ABSL_LOCKS_EXCLUDED(mu_);
-  // Chooses the next page to demote, skipping `skip`; false when none is left.
-  bool PickVictim(const absl::flat_hash_set<uint64_t>& skip, uint64_t* key,
-                  std::weak_ptr<TierClient>* client) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Chooses the next page to demote, skipping `skip` and the pages of `keep_owner`;
+  // false when none is left.
+  bool PickVictim(const absl::flat_hash_set<uint64_t>& skip, std::optional<uint32_t> keep_owner,
+                  uint64_t* key, std::weak_ptr<TierClient>* client)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Demotes victims while `more()` holds and a victim is left; returns the bytes freed.
+  uint64_t DemoteWhile(absl::FunctionRef<bool()> more, std::optional<uint32_t> keep_owner)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void MarkResident(uint64_t key, Page& page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   policy::PolicyContext NextStep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return policy::PolicyContext{step_++};

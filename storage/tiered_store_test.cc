@@ -169,6 +169,35 @@ class TieredStoreTest : public ::testing::Test {
     return StoreContext{nullptr, tiers_.get(), tenant, session, kRows, incarnation};
   }
 
+  // Reopens the database and the tier manager as after a crash (the old stores are simply
+  // forgotten) and recovers the store of session `session`; nullptr (and a failure) when
+  // recovery fails.
+  StoreClient* CrashAndRecover(const TierManagerOptions& options, int64_t* data_loss,
+                               const std::string& session = "s1", const std::string& tenant = "t",
+                               uint64_t incarnation = 0) {
+    OpenTiers(options);
+    absl::StatusOr<std::unique_ptr<RowStore>> store =
+        RowStore::Recover(geometry_, Context(session, tenant, incarnation), data_loss);
+    if (!store.ok()) {
+      ADD_FAILURE() << store.status();
+      return nullptr;
+    }
+    return &Adopt(std::move(*store));
+  }
+
+  // Keys under `prefix` in the database.
+  int CountKeys(const std::string& prefix) {
+    int keys = 0;
+    EXPECT_TRUE(tiers_->db()
+                    ->Scan(prefix,
+                           [&](absl::string_view, absl::string_view) {
+                             ++keys;
+                             return true;
+                           })
+                    .ok());
+    return keys;
+  }
+
   // A store bound to the tier manager through a StoreClient.
   StoreClient& NewStore(const std::string& session = "s1", const std::string& tenant = "t") {
     return Adopt(RowStore::Create(geometry_, Context(session, tenant)));
@@ -368,13 +397,11 @@ TEST_F(TieredStoreTest, RecoveryRebuildsRowsFlagsAndScoreIndex) {
     }
   }
   // A crash: nothing is shut down cleanly (the store is simply forgotten, the DB reopened).
-  OpenTiers(o);
   int64_t data_loss = 0;
-  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
-      RowStore::Recover(geometry_, Context(), &data_loss);
-  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  StoreClient* recovered = CrashAndRecover(o, &data_loss);
+  ASSERT_NE(recovered, nullptr);
   EXPECT_EQ(data_loss, 0);
-  RowStore& store = Adopt(std::move(*recovered)).store();
+  RowStore& store = recovered->store();
   const RowCounts counts = store.counts();
   EXPECT_EQ(counts.stored, counts_before.stored);
   EXPECT_EQ(counts.complete, counts_before.complete);
@@ -432,13 +459,11 @@ TEST_F(TieredStoreTest, RecoverySkipsDamagedSegmentsAndCountsThem) {
   batch.Put(key, value);
   ASSERT_TRUE(tiers_->db()->Write(batch).ok());
 
-  OpenTiers(o);
   int64_t data_loss = 0;
-  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
-      RowStore::Recover(geometry_, Context(), &data_loss);
-  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  StoreClient* recovered = CrashAndRecover(o, &data_loss);
+  ASSERT_NE(recovered, nullptr);
   EXPECT_EQ(data_loss, 1);
-  RowStore& store = Adopt(std::move(*recovered)).store();
+  RowStore& store = recovered->store();
   EXPECT_EQ(store.counts().stored, kRows);
   ExpectRows(store, geometry_, Range(0, kRows));
   EXPECT_EQ(store.CheckComplete(std::vector<int64_t>{kRows}).code(), absl::StatusCode::kNotFound);
@@ -471,15 +496,7 @@ TEST_F(TieredStoreTest, DropDeletesEverythingAndGivesBytesBack) {
   EXPECT_EQ(tiers_->disk().segments(), 0);
   EXPECT_EQ(tiers_->host().segments(), 0);
   EXPECT_EQ(tiers_->TenantBytes("t"), 0u);
-  int keys = 0;
-  ASSERT_TRUE(tiers_->db()
-                  ->Scan("",
-                         [&](absl::string_view, absl::string_view) {
-                           ++keys;
-                           return true;
-                         })
-                  .ok());
-  EXPECT_EQ(keys, 0);
+  EXPECT_EQ(CountKeys(""), 0);
 }
 
 TEST_F(TieredStoreTest, ReleasingEveryRowGivesDiskBytesBack) {
@@ -679,11 +696,34 @@ TEST_F(TieredStoreTest, StagePromotesUnderTheWatermarkOnly) {
   EXPECT_EQ(c.store().segments_on_disk(), staged->segments_left);
 }
 
-}  // namespace
-}  // namespace kvtier::storage
+// BeginPause's room: other sessions' segments are demoted, never the paused one's, until
+// the paused session's demoted payloads fit under the high watermark.
+TEST_F(TieredStoreTest, MakeRoomForStagingDemotesOtherSessionsOnly) {
+  geometry_ = TestGeometry({0});  // a light score index: host RAM holds mostly payloads
+  TierManagerOptions o;
+  o.host_capacity_bytes = 16 * SegmentBytes();
+  OpenTiers(o);
+  StoreClient& paused = NewStore("paused");
+  StoreClient& busy = NewStore("busy");
+  ASSERT_TRUE(OffloadRows(paused.store(), geometry_, Range(0, 6 * kRows)).ok());
+  for (uint32_t id = 0; id < 4; ++id) ASSERT_EQ(paused.DemoteSegment(id), PayloadBytes());
+  ASSERT_TRUE(OffloadRows(busy.store(), geometry_, Range(0, 10 * kRows)).ok());
+  const uint64_t wanted = paused.store().demoted_payload_bytes();
+  ASSERT_EQ(wanted, 4 * PayloadBytes());
+  ASSERT_TRUE(tiers_->FitsUnderHighWatermark(0));
+  ASSERT_FALSE(tiers_->FitsUnderHighWatermark(wanted));
 
-namespace kvtier::storage {
-namespace {
+  EXPECT_GT(tiers_->MakeRoomForStaging(wanted, paused.store().tier_owner()), 0u);
+  EXPECT_TRUE(tiers_->FitsUnderHighWatermark(wanted));
+  EXPECT_EQ(paused.store().segments_on_disk(), 4);  // its resident segments stayed
+  EXPECT_GT(busy.store().segments_on_disk(), 0);
+  absl::StatusOr<StageResult> staged = paused.store().Stage();
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  EXPECT_EQ(staged->segments_loaded, 4);
+  EXPECT_EQ(staged->segments_left, 0);
+  ExpectRows(paused.store(), geometry_, Range(0, 6 * kRows));
+  ExpectRows(busy.store(), geometry_, Range(0, 10 * kRows));
+}
 
 // A demotion of a dropped session that lands after the same id was opened again must not
 // touch the new session's records: they live under another incarnation.
@@ -709,24 +749,14 @@ TEST_F(TieredStoreTest, LateDemotionOfDroppedSessionLeavesReopenedSessionIntact)
   ExpectRows(new_client.store(), geometry_, Range(0, kRows), 9);
 
   // After a crash the new session's acknowledged rows are all there; the old one's are gone.
-  OpenTiers(o);
   int64_t data_loss = 0;
-  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
-      RowStore::Recover(geometry_, Context("s1", "t", 2), &data_loss);
-  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  StoreClient* recovered = CrashAndRecover(o, &data_loss, "s1", "t", 2);
+  ASSERT_NE(recovered, nullptr);
   EXPECT_EQ(data_loss, 0);
-  RowStore& store = Adopt(std::move(*recovered)).store();
+  RowStore& store = recovered->store();
   EXPECT_EQ(store.counts().stored, kRows);
   ExpectRows(store, geometry_, Range(0, kRows), 9);
-  int old_keys = 0;
-  ASSERT_TRUE(tiers_->db()
-                  ->Scan(SessionPrefix("t", SessionStorageName("s1", 1)),
-                         [&](absl::string_view, absl::string_view) {
-                           ++old_keys;
-                           return true;
-                         })
-                  .ok());
-  EXPECT_EQ(old_keys, 0);
+  EXPECT_EQ(CountKeys(SessionPrefix("t", SessionStorageName("s1", 1))), 0);
 }
 
 // Layers of a row that never arrived are zero after recovery, so the base a later demotion
@@ -739,12 +769,10 @@ TEST_F(TieredStoreTest, RecoveredMissingLayersAreZeroOnDisk) {
     ASSERT_TRUE(OffloadRows(c.store(), geometry_, {0}, 0, 1).ok());  // slot 0, layer 0 only
     ASSERT_TRUE(OffloadRows(c.store(), geometry_, {1}).ok());
   }
-  OpenTiers(o);
   int64_t data_loss = 0;
-  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
-      RowStore::Recover(geometry_, Context(), &data_loss);
-  ASSERT_TRUE(recovered.ok()) << recovered.status();
-  StoreClient& c = Adopt(std::move(*recovered));
+  StoreClient* recovered = CrashAndRecover(o, &data_loss);
+  ASSERT_NE(recovered, nullptr);
+  StoreClient& c = *recovered;
   ASSERT_EQ(c.DemoteSegment(0), PayloadBytes());
   std::string base;
   ASSERT_TRUE(tiers_->db()->Get(SegmentBaseKey("t", SessionStorageName("s1", 0), 0), &base).ok());
@@ -788,13 +816,11 @@ TEST_F(TieredStoreTest, RecoveryIgnoresReleaseOfARowThatNeverReachedDisk) {
   batch.Delete(first_patch);
   ASSERT_TRUE(tiers_->db()->Write(batch).ok());
 
-  OpenTiers(o);
   int64_t data_loss = 0;
-  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
-      RowStore::Recover(geometry_, Context(), &data_loss);
-  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  StoreClient* recovered = CrashAndRecover(o, &data_loss);
+  ASSERT_NE(recovered, nullptr);
   EXPECT_EQ(data_loss, 0);
-  RowStore& store = Adopt(std::move(*recovered)).store();
+  RowStore& store = recovered->store();
   EXPECT_EQ(store.counts().stored, 1);
   ExpectRows(store, geometry_, {1});
 }
@@ -810,13 +836,11 @@ TEST_F(TieredStoreTest, RecoverySkipsSegmentIdsOutOfRange) {
   KvBatch batch;
   batch.Put(SegmentBaseKey("t", SessionStorageName("s1", 0), 0xffffffffu), "junk");
   ASSERT_TRUE(tiers_->db()->Write(batch).ok());
-  OpenTiers(o);
   int64_t data_loss = 0;
-  absl::StatusOr<std::unique_ptr<RowStore>> recovered =
-      RowStore::Recover(geometry_, Context(), &data_loss);
-  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  StoreClient* recovered = CrashAndRecover(o, &data_loss);
+  ASSERT_NE(recovered, nullptr);
   EXPECT_EQ(data_loss, 1);
-  RowStore& store = Adopt(std::move(*recovered)).store();
+  RowStore& store = recovered->store();
   EXPECT_EQ(store.segments(), 1);
   ExpectRows(store, geometry_, Range(0, kRows));
 }
