@@ -37,16 +37,13 @@ struct Series {
 };
 
 int Fail(const std::string& what, const absl::Status& status) {
-  std::fprintf(stderr, "kvtierctl bench: %s: %s\n", what.c_str(), status.ToString().c_str());
-  return 1;
+  return ReportFailure("bench", what, status);
 }
 
 std::string P50P95(const std::vector<Sample>& samples, double Sample::*field) {
-  std::vector<double> v;
-  for (const Sample& s : samples) v.push_back(s.*field * 1e3);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.2f / %.2f", Percentile(v, 50), Percentile(v, 95));
-  return buf;
+  std::vector<double> seconds;
+  for (const Sample& s : samples) seconds.push_back(s.*field);
+  return P50P95Ms(seconds);
 }
 
 }  // namespace

@@ -23,8 +23,7 @@ constexpr double kMiB = 1024.0 * 1024.0;
 double Ms(double seconds) { return seconds * 1e3; }
 
 int Fail(const std::string& what, const absl::Status& status) {
-  std::fprintf(stderr, "kvtierctl demo: %s: %s\n", what.c_str(), status.ToString().c_str());
-  return 1;
+  return ReportFailure("demo", what, status);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -78,6 +79,21 @@ double Percentile(std::vector<double> values, double p) {
   const double rank = std::ceil(p / 100.0 * static_cast<double>(values.size()));
   const size_t index = static_cast<size_t>(std::max(1.0, rank)) - 1;
   return values[std::min(index, values.size() - 1)];
+}
+
+std::string P50P95Ms(const std::vector<double>& seconds, int decimals) {
+  std::vector<double> ms;
+  ms.reserve(seconds.size());
+  for (const double s : seconds) ms.push_back(s * 1e3);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f / %.*f", decimals, Percentile(ms, 50), decimals,
+                Percentile(ms, 95));
+  return buf;
+}
+
+int ReportFailure(const char* command, const std::string& what, const absl::Status& status) {
+  std::fprintf(stderr, "kvtierctl %s: %s: %s\n", command, what.c_str(), status.ToString().c_str());
+  return 1;
 }
 
 }  // namespace kvtier::ctl

@@ -33,6 +33,12 @@ std::string CompactRanges(absl::Span<const int64_t> sorted);
 // Nearest-rank percentile (p in [0, 100]) of `values`; 0 when empty.
 double Percentile(std::vector<double> values, double p);
 
+// "12.34 / 56.78": p50 / p95 of `seconds` in milliseconds, with `decimals` decimals.
+std::string P50P95Ms(const std::vector<double>& seconds, int decimals = 2);
+
+// Prints "kvtierctl COMMAND: WHAT: STATUS" on stderr and returns 1 (the exit status).
+int ReportFailure(const char* command, const std::string& what, const absl::Status& status);
+
 }  // namespace kvtier::ctl
 
 #endif  // KVTIER_TOOLS_KVTIERCTL_SYNTHETIC_SESSION_H_

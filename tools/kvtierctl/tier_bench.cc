@@ -1,12 +1,15 @@
-// kvtierctl tier-bench: what the tiers cost through gRPC. Offloads N synthetic fp16 rows of
-// the 7B-class geometry (a score index over 4 of the 28 layers, so that host RAM mostly
-// holds payloads) in calls of kRowsPerCall rows with every layer, then
-//   1. promotes --runs bursts of kBurstRows contiguous rows, each from a different segment,
-//      in payload mode ("cold": wherever the tier manager left them, RAM or RocksDB),
-//   2. calls BeginPause (stages the session's demoted payloads back into host RAM),
-//   3. promotes --runs bursts from other segments ("after pause"),
-// and checks every promoted byte against what was offloaded. It prints one Markdown table
-// row (the daemon's durability and host capacity label it) and, with --csv, appends one
+// kvtierctl tier-bench: what the tiers cost through gRPC, for an agent that pauses while
+// other sessions keep offloading. Two sessions of the 7B-class geometry (fp16, a score
+// index over 4 of the 28 layers, so that host RAM mostly holds payloads):
+//   1. the paused session P gets 2 x --runs x 256 rows, then session B gets the rest of
+//      --rows (every Offload call: kRowsPerCall rows with every layer; only the RPC is
+//      timed). On a daemon whose host RAM cannot hold both, B's rows push P's to RocksDB.
+//   2. --runs bursts of kBurstRows contiguous rows are promoted (payload mode) from P,
+//      each from its own 256-row block: read from wherever the tier manager left them.
+//   3. BeginPause(P) stages P's demoted payloads back into host RAM.
+//   4. --runs bursts are promoted from P's other blocks.
+// Every promoted byte is checked against what was offloaded. Prints one Markdown table
+// row, labelled with the daemon's durability and host capacity; with --csv, appends one
 // line per timed call. bench/tier_throughput.sh runs it against several daemon
 // configurations side by side.
 #include <algorithm>
@@ -32,16 +35,7 @@ constexpr size_t kBurstRows = 96;     // one promoted burst, as a repair at K = 
 constexpr int kIndexLayers[] = {0, 9, 18, 27};
 
 int Fail(const std::string& what, const absl::Status& status) {
-  std::fprintf(stderr, "kvtierctl tier-bench: %s: %s\n", what.c_str(), status.ToString().c_str());
-  return 1;
-}
-
-std::string P50P95Ms(const std::vector<double>& seconds) {
-  std::vector<double> ms;
-  for (double s : seconds) ms.push_back(s * 1e3);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.1f / %.1f", Percentile(ms, 50), Percentile(ms, 95));
-  return buf;
+  return ReportFailure("tier-bench", what, status);
 }
 
 const v1::TierStats* FindTier(const v1::StatsResponse& stats, const std::string& name) {
@@ -60,11 +54,12 @@ int RunTierBench(const std::vector<std::string>& args) {
   }
   const int64_t num_rows = absl::GetFlag(FLAGS_rows);
   const int32_t runs = absl::GetFlag(FLAGS_runs);
-  // Segments are filled in arrival order; bursts are drawn from distinct 256-row blocks.
+  // P's rows fill its segments in arrival order: with the default --segment_rows (256),
+  // or any divisor of it, no two 256-row blocks share a segment.
   constexpr int64_t kBlockRows = 256;
-  const int64_t blocks = num_rows / kBlockRows;
-  if (runs < 1 || blocks < 2 * runs) {
-    std::fprintf(stderr, "kvtierctl tier-bench: need --runs >= 1 and --rows >= 512 x --runs\n");
+  const int64_t paused_rows = 2 * runs * kBlockRows;
+  if (runs < 1 || num_rows <= paused_rows) {
+    std::fprintf(stderr, "kvtierctl tier-bench: need --runs >= 1 and --rows > 512 x --runs\n");
     return 2;
   }
 
@@ -76,15 +71,27 @@ int RunTierBench(const std::vector<std::string>& args) {
   const v1::TierStats* host = FindTier(*before, "host");
   if (host == nullptr) return Fail("Stats", absl::InternalError("no host tier reported"));
 
-  const synthetic::SyntheticKv kv(SevenBClassOptions(num_rows, absl::GetFlag(FLAGS_seed)));
-  v1::OpenSessionRequest open = synthetic::OpenSessionRequestFor(kv);
-  open.mutable_geometry()->mutable_scoring_layers()->Assign(std::begin(kIndexLayers),
-                                                            std::end(kIndexLayers));
-  absl::StatusOr<v1::SessionInfo> session = client.OpenSession(open);
-  if (!session.ok()) return Fail("OpenSession", session.status());
-  const std::string& id = session->session_id();
-  absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(session->geometry());
-  if (!geometry.ok()) return Fail("session geometry", geometry.status());
+  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const synthetic::SyntheticKv paused_kv(SevenBClassOptions(paused_rows, seed));
+  const synthetic::SyntheticKv busy_kv(SevenBClassOptions(num_rows - paused_rows, seed + 1));
+  struct Opened {
+    std::string id;
+    RowGeometry geometry;
+  };
+  auto open = [&](const synthetic::SyntheticKv& kv) -> absl::StatusOr<Opened> {
+    v1::OpenSessionRequest request = synthetic::OpenSessionRequestFor(kv);
+    request.mutable_geometry()->mutable_scoring_layers()->Assign(std::begin(kIndexLayers),
+                                                                 std::end(kIndexLayers));
+    absl::StatusOr<v1::SessionInfo> session = client.OpenSession(request);
+    if (!session.ok()) return session.status();
+    absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(session->geometry());
+    if (!geometry.ok()) return geometry.status();
+    return Opened{session->session_id(), *geometry};
+  };
+  absl::StatusOr<Opened> paused = open(paused_kv);
+  if (!paused.ok()) return Fail("OpenSession", paused.status());
+  absl::StatusOr<Opened> busy = open(busy_kv);
+  if (!busy.ok()) return Fail("OpenSession", busy.status());
 
   std::ofstream csv;
   const std::string csv_path = absl::GetFlag(FLAGS_csv);
@@ -100,28 +107,36 @@ int RunTierBench(const std::vector<std::string>& args) {
     }
   };
 
-  // 1. Offload, timing the RPC only (generating rows is the engine's business).
+  // 1. Offload P, then B.
   std::vector<double> offload_calls;
   uint64_t offloaded_bytes = 0;
   std::vector<uint16_t> keys, values;
-  for (size_t begin = 0; begin < static_cast<size_t>(num_rows); begin += kRowsPerCall) {
-    std::vector<size_t> rows(std::min(kRowsPerCall, static_cast<size_t>(num_rows) - begin));
-    std::iota(rows.begin(), rows.end(), begin);
-    absl::StatusOr<synthetic::OffloadedRange> r = synthetic::OffloadRows(
-        client, id, *geometry, kv, 0, kv.options().num_layers, rows, &keys, &values);
-    if (!r.ok()) return Fail("Offload", r.status());
-    offload_calls.push_back(absl::ToDoubleSeconds(r->call_time));
-    offloaded_bytes += r->response.bytes();
-    record("offload", offload_calls.size() - 1, offload_calls.back(), r->response.bytes());
-  }
+  auto offload = [&](const synthetic::SyntheticKv& kv, const Opened& session) -> absl::Status {
+    const size_t n = kv.positions().size();
+    for (size_t begin = 0; begin < n; begin += kRowsPerCall) {
+      std::vector<size_t> rows(std::min(kRowsPerCall, n - begin));
+      std::iota(rows.begin(), rows.end(), begin);
+      absl::StatusOr<synthetic::OffloadedRange> r =
+          synthetic::OffloadRows(client, session.id, session.geometry, kv, 0,
+                                 kv.options().num_layers, rows, &keys, &values);
+      if (!r.ok()) return r.status();
+      offload_calls.push_back(absl::ToDoubleSeconds(r->call_time));
+      offloaded_bytes += r->response.bytes();
+      record("offload", offload_calls.size() - 1, offload_calls.back(), r->response.bytes());
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = offload(paused_kv, *paused); !s.ok()) return Fail("Offload", s);
+  if (absl::Status s = offload(busy_kv, *busy); !s.ok()) return Fail("Offload", s);
   const double offload_seconds = std::accumulate(offload_calls.begin(), offload_calls.end(), 0.0);
-  absl::StatusOr<v1::SessionInfo> info = client.GetSession(id);
+  absl::StatusOr<v1::SessionInfo> info = client.GetSession(paused->id);
   if (!info.ok()) return Fail("GetSession", info.status());
 
-  // 2. Bursts from distinct blocks, half before and half after BeginPause.
-  std::vector<int64_t> order(blocks);
+  // 2.-4. Bursts from P's blocks in a shuffled order: the first --runs before BeginPause,
+  // the next --runs after it.
+  std::vector<int64_t> order(static_cast<size_t>(2 * runs));
   std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(absl::GetFlag(FLAGS_seed));
+  std::mt19937_64 rng(seed);
   std::shuffle(order.begin(), order.end(), rng);
   bool all_exact = true;
   auto promote_bursts = [&](const char* call, size_t first_block,
@@ -130,45 +145,49 @@ int RunTierBench(const std::vector<std::string>& args) {
       const int64_t block = order[first_block + run];
       const size_t offset = std::uniform_int_distribution<size_t>(0, kBlockRows - kBurstRows)(rng);
       v1::PromoteRequest request;
-      request.set_session_id(id);
+      request.set_session_id(paused->id);
       request.set_return_mode(v1::RETURN_MODE_PAYLOAD);
       for (size_t i = 0; i < kBurstRows; ++i) {
-        request.add_positions(kv.positions()[block * kBlockRows + offset + i]);
+        request.add_positions(paused_kv.positions()[block * kBlockRows + offset + i]);
       }
       const absl::Time start = absl::Now();
-      absl::StatusOr<PromoteResult> promoted = client.Promote(request, *geometry);
+      absl::StatusOr<PromoteResult> promoted = client.Promote(request, paused->geometry);
       if (!promoted.ok()) return promoted.status();
       seconds->push_back(absl::ToDoubleSeconds(absl::Now() - start));
       record(call, run, seconds->back(), promoted->bytes_received);
-      all_exact = all_exact && PayloadMatches(kv, promoted->payload);
+      all_exact = all_exact && PayloadMatches(paused_kv, promoted->payload);
     }
     return absl::OkStatus();
   };
   std::vector<double> cold, warm;
-  if (absl::Status s = promote_bursts("promote_cold", 0, &cold); !s.ok()) {
+  if (absl::Status s = promote_bursts("promote_before_pause", 0, &cold); !s.ok()) {
     return Fail("Promote", s);
   }
   const absl::Time pause_start = absl::Now();
-  absl::StatusOr<v1::BeginPauseResponse> paused = client.BeginPause(id);
+  absl::StatusOr<v1::BeginPauseResponse> staged = client.BeginPause(paused->id);
   const double pause_seconds = absl::ToDoubleSeconds(absl::Now() - pause_start);
-  if (!paused.ok()) return Fail("BeginPause", paused.status());
-  record("begin_pause", 0, pause_seconds, paused->bytes_loaded());
+  if (!staged.ok()) return Fail("BeginPause", staged.status());
+  record("begin_pause", 0, pause_seconds, staged->bytes_loaded());
   if (absl::Status s = promote_bursts("promote_after_pause", runs, &warm); !s.ok()) {
     return Fail("Promote", s);
   }
-  if (absl::StatusOr<v1::ReleaseResponse> r = client.ReleaseSession(id); !r.ok()) {
-    return Fail("Release", r.status());
+  for (const Opened* session : {&*paused, &*busy}) {
+    if (absl::StatusOr<v1::ReleaseResponse> r = client.ReleaseSession(session->id); !r.ok()) {
+      return Fail("Release", r.status());
+    }
   }
 
-  // | durability | host MiB | offload MiB/s | offload call p50/p95 | segments on disk |
-  // | promote cold p50/p95 | BeginPause | promote after pause p50/p95 | bit-exact |
-  std::printf("| %s | %.0f | %.1f | %s | %lld / %lld | %s | %.2f s, %.0f MiB | %s | %s |\n",
-              before->durability().c_str(), static_cast<double>(host->capacity_bytes()) / kMiB,
-              static_cast<double>(offloaded_bytes) / kMiB / offload_seconds,
-              P50P95Ms(offload_calls).c_str(), static_cast<long long>(info->segments_on_disk()),
-              static_cast<long long>(info->segments()), P50P95Ms(cold).c_str(), pause_seconds,
-              static_cast<double>(paused->bytes_loaded()) / kMiB, P50P95Ms(warm).c_str(),
-              all_exact ? "yes" : "NO");
+  // | durability | host MiB | offload MiB/s | offload call p50/p95 | P's segments on disk |
+  // | promote before pause p50/p95 | BeginPause | promote after pause p50/p95 | bit-exact |
+  const double loaded_mib = static_cast<double>(staged->bytes_loaded()) / kMiB;
+  std::printf(
+      "| %s | %.0f | %.1f | %s | %lld / %lld | %s | %.2f s, %.0f MiB (%.0f MiB/s) | %s | %s |\n",
+      before->durability().c_str(), static_cast<double>(host->capacity_bytes()) / kMiB,
+      static_cast<double>(offloaded_bytes) / kMiB / offload_seconds,
+      P50P95Ms(offload_calls, 1).c_str(), static_cast<long long>(info->segments_on_disk()),
+      static_cast<long long>(info->segments()), P50P95Ms(cold, 1).c_str(), pause_seconds,
+      loaded_mib, pause_seconds > 0 ? loaded_mib / pause_seconds : 0.0, P50P95Ms(warm, 1).c_str(),
+      all_exact ? "yes" : "NO");
   if (csv.is_open() && !csv.flush()) {
     std::fprintf(stderr, "kvtierctl tier-bench: cannot write %s\n", csv_path.c_str());
     return 1;
