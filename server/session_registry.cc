@@ -36,7 +36,15 @@ std::shared_ptr<Session> SessionRegistry::MakeSession(
   return session;
 }
 
-void SessionRegistry::DropAll(std::vector<std::shared_ptr<Session>>& sessions) {
+std::shared_ptr<Session> SessionRegistry::TakeLocked(
+    absl::flat_hash_map<std::string, std::shared_ptr<Session>>::iterator it) {
+  dropping_.insert(it->first);
+  std::shared_ptr<Session> session = std::move(it->second);
+  sessions_.erase(it);
+  return session;
+}
+
+void SessionRegistry::DropTaken(std::vector<std::shared_ptr<Session>>& sessions) {
   for (const std::shared_ptr<Session>& session : sessions) {
     absl::MutexLock lock(&session->mu);
     if (absl::Status s = session->store().Drop(); !s.ok()) {
@@ -45,6 +53,8 @@ void SessionRegistry::DropAll(std::vector<std::shared_ptr<Session>>& sessions) {
     }
     // The published counters keep the values from before the drop, for the Release reply.
   }
+  absl::MutexLock lock(&mu_);
+  for (const std::shared_ptr<Session>& session : sessions) dropping_.erase(session->id());
 }
 
 absl::StatusOr<int64_t> SessionRegistry::Recover(int64_t* data_loss) {
@@ -98,6 +108,15 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string
   }
   std::vector<std::shared_ptr<Session>> expired;  // dropped after the lock is released
   absl::MutexLock lock(&mu_);
+  if (!id.empty()) {
+    // A session of this id is being dropped: wait until its records are gone.
+    struct Wait {
+      const absl::flat_hash_set<std::string>* dropping;
+      const std::string* id;
+    } wait{&dropping_, &id};
+    mu_.Await(absl::Condition(
+        +[](Wait* w) { return !w->dropping->contains(*w->id); }, &wait));
+  }
   if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
     return absl::ResourceExhaustedError(absl::StrCat("sessions: the server holds its maximum of ",
                                                      options_.max_sessions,
@@ -107,20 +126,19 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string
   if (session_id.empty()) {
     do {
       session_id = RandomSessionId();
-    } while (sessions_.contains(session_id));
+    } while (sessions_.contains(session_id) || dropping_.contains(session_id));
   } else if (auto it = sessions_.find(session_id); it != sessions_.end()) {
     if (!it->second->ExpiredAt(now)) {
       return absl::AlreadyExistsError(
           absl::StrCat("session_id: session '", session_id, "' already exists"));
     }
-    expired.push_back(std::move(it->second));
-    sessions_.erase(it);
+    expired.push_back(TakeLocked(it));
   }
   const std::string owner = tenant.empty() ? std::string("default") : tenant;
   if (!expired.empty()) {
     // The id is reused at once: its old rows must be gone from disk before new ones land.
     mu_.Unlock();
-    DropAll(expired);
+    DropTaken(expired);
     mu_.Lock();
     if (sessions_.contains(session_id)) {
       return absl::AlreadyExistsError(
@@ -160,10 +178,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Find(const std::string
       it->second->Touch(now);
       return it->second;
     }
-    expired.push_back(std::move(it->second));
-    sessions_.erase(it);
+    expired.push_back(TakeLocked(it));
   }
-  DropAll(expired);
+  DropTaken(expired);
   return NotFound(id);
 }
 
@@ -173,10 +190,9 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Remove(const std::stri
     absl::MutexLock lock(&mu_);
     auto it = sessions_.find(id);
     if (it == sessions_.end()) return NotFound(id);
-    removed.push_back(std::move(it->second));
-    sessions_.erase(it);
+    removed.push_back(TakeLocked(it));
   }
-  DropAll(removed);
+  DropTaken(removed);
   return removed.front();
 }
 
@@ -199,14 +215,13 @@ int64_t SessionRegistry::ExpireIdle(absl::Time now) {
     absl::MutexLock lock(&mu_);
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       if (it->second->ExpiredAt(now)) {
-        expired.push_back(std::move(it->second));
-        sessions_.erase(it++);
+        expired.push_back(TakeLocked(it++));
       } else {
         ++it;
       }
     }
   }
-  DropAll(expired);
+  DropTaken(expired);
   return static_cast<int64_t>(expired.size());
 }
 

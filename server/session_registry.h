@@ -9,6 +9,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -68,13 +69,22 @@ class SessionRegistry {
   std::shared_ptr<Session> MakeSession(const std::string& id, const std::string& tenant,
                                        const storage::Geometry& geometry, absl::Duration ttl,
                                        std::unique_ptr<storage::RowStore> store, absl::Time now);
-  // Drops a removed session's rows from every tier (outside the registry lock).
-  static void DropAll(std::vector<std::shared_ptr<Session>>& sessions);
+  // Takes a session out of the map for dropping; its id stays in dropping_ (Open of that
+  // id waits) until DropTaken has deleted its records.
+  std::shared_ptr<Session> TakeLocked(
+      absl::flat_hash_map<std::string, std::shared_ptr<Session>>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops taken sessions' rows from every tier, outside the registry lock, then lets Open
+  // reuse their ids.
+  void DropTaken(std::vector<std::shared_ptr<Session>>& sessions) ABSL_LOCKS_EXCLUDED(mu_);
 
   storage::TierManager* const tiers_;
   const RegistryOptions options_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  // Ids whose session was taken out and whose records are being deleted. An Open of such
+  // an id waits: the old session's Drop deletes the record key the new one would write.
+  absl::flat_hash_set<std::string> dropping_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvtier::server
