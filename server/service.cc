@@ -27,6 +27,12 @@ absl::Status StreamBroken() {
   return absl::CancelledError("client went away while the response was streaming");
 }
 
+// How long a call may wait for the demoter to make room: its deadline, at most 30 s.
+absl::Time RoomDeadline(const grpc::ServerContext& context) {
+  return absl::FromChrono(
+      std::min(context.deadline(), std::chrono::system_clock::now() + std::chrono::seconds(30)));
+}
+
 // Streams the payload of `positions` slice by slice. Each slice is gathered under the
 // session lock into one reused message and written with the lock released: memory stays
 // at one chunk whatever K is, and a slow client never holds the session. Rows released or
@@ -193,9 +199,7 @@ absl::Status KvTierService::ApplyChunk(grpc::ServerContext* context, const v1::O
                                static_cast<uint64_t>(registry_->segment_rows()) +
                            2) *
                           (*session)->segment_bytes();
-  tiers_->MakeRoom(needed,
-                   absl::FromChrono(std::min(context->deadline(), std::chrono::system_clock::now() +
-                                                                      std::chrono::seconds(30))));
+  tiers_->MakeRoom(needed, RoomDeadline(*context));
   absl::StatusOr<storage::OffloadResult> result;
   {
     absl::MutexLock lock(&(*session)->mu);
@@ -430,7 +434,8 @@ absl::Status KvTierService::DoRelease(const v1::ReleaseRequest& request,
 
 // ---- BeginPause ----
 
-grpc::Status KvTierService::BeginPause(grpc::ServerContext*, const v1::BeginPauseRequest* request,
+grpc::Status KvTierService::BeginPause(grpc::ServerContext* context,
+                                       const v1::BeginPauseRequest* request,
                                        v1::BeginPauseResponse* response) {
   return Instrumented("BeginPause", [&]() -> absl::Status {
     const auto start = Clock::now();
@@ -449,7 +454,7 @@ grpc::Status KvTierService::BeginPause(grpc::ServerContext*, const v1::BeginPaus
       wanted = (*found)->store().demoted_payload_bytes();
       owner = (*found)->store().tier_owner();
     }
-    tiers_->MakeRoomForStaging(wanted, owner);
+    (void)tiers_->MakeRoomForStaging(wanted, owner, RoomDeadline(*context));
     absl::StatusOr<storage::StageResult> staged;
     {
       absl::MutexLock lock(&(*found)->mu);

@@ -18,9 +18,9 @@
 namespace kvtier::storage {
 namespace {
 
-// Recovery ignores segment ids at or above this (2^22 segments of 256 rows: a billion rows
-// in one session, far beyond any host).
-constexpr uint32_t kMaxRecoveredSegmentId = 1u << 22;
+// Segments one session may hold (2^22 of 256 rows: a billion rows, far beyond any host).
+// Offload refuses more; recovery treats larger ids as damaged keys.
+constexpr uint32_t kMaxSegments = 1u << 22;
 
 // Scatters one row's keys of one layer ([kv][d], `count` elements) into the score index
 // ([kv][d][rows]) at `slot`. Elements are moved as raw bits of their size: no conversion.
@@ -470,6 +470,10 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
   // Charge and allocate the segments the new rows need, still without changing anything.
   const int64_t missing = std::max<int64_t>(0, new_rows - free_slots_);
   const int64_t new_segments = (missing + layout_.rows - 1) / layout_.rows;
+  if (live_segments_ + new_segments > static_cast<int64_t>(kMaxSegments)) {
+    return absl::ResourceExhaustedError(absl::StrCat("positions: session '", ctx_.session_id,
+                                                     "' would exceed ", kMaxSegments, " segments"));
+  }
   const uint64_t charge = static_cast<uint64_t>(new_segments) * layout_.total_bytes;
   // What the patches will take on disk, at most: reserved up front so that a full disk
   // tier refuses the chunk before anything changes.
@@ -768,6 +772,9 @@ absl::Status HostRowStore::Drop() {
   for (uint32_t id = 0; id < segments_.size(); ++id) {
     if (segments_[id] != nullptr) FreeSegment(id, &batch);
   }
+  // No position is stored any more: a call that found the session before the drop (a
+  // payload still streaming, a Promote, a Release) gets NOT_FOUND, never a freed segment.
+  slots_.clear();
   if (db_ == nullptr) return absl::OkStatus();
   KvBatch whole;
   const std::string prefix = SessionPrefix(ctx_.tenant, storage_name_);
@@ -1042,6 +1049,7 @@ absl::Status HostRowStore::RecoverFromDb(int64_t* data_loss) {
   bool broken = false;
   absl::Status failure;
   std::vector<uint32_t> broken_ids;
+  std::vector<std::string> bad_keys;  // records whose key cannot be ours
   auto finish = [&] {
     if (current == nullptr) return;
     if (broken) {
@@ -1060,8 +1068,9 @@ absl::Status HostRowStore::RecoverFromDb(int64_t* data_loss) {
       return true;  // the session record, read by the caller
     }
     rest.remove_prefix(9);
-    if (id >= kMaxRecoveredSegmentId) {
+    if (id >= kMaxSegments) {
       // Keys are not covered by the CRC: a damaged one must not size the segment table.
+      bad_keys.emplace_back(key);
       ++*data_loss;
       tiers_->stats().data_loss.fetch_add(1, std::memory_order_relaxed);
       return true;
@@ -1120,6 +1129,7 @@ absl::Status HostRowStore::RecoverFromDb(int64_t* data_loss) {
     const std::string seg = SegmentPrefix(ctx_.tenant, storage_name_, id);
     batch.DeleteRange(seg, PrefixEnd(seg));
   }
+  for (const std::string& key : bad_keys) batch.Delete(key);
   if (absl::Status s = db_->Write(batch); !s.ok()) return s;
   for (uint32_t id = 0; id < segments_.size(); ++id) {
     if (segments_[id] == nullptr) free_segment_ids_.push_back(id);

@@ -244,10 +244,25 @@ uint64_t TierManager::DemoteOnce(uint64_t bytes_needed) {
       std::nullopt);
 }
 
-uint64_t TierManager::MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner) {
+bool TierManager::MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner, absl::Time deadline) {
   const uint64_t wanted = std::min(bytes, HighBytes());
-  if (wanted == 0) return 0;
-  return DemoteWhile([&] { return !FitsUnderHighWatermark(wanted); }, keep_owner);
+  auto fits = [&] { return FitsUnderHighWatermark(wanted); };
+  return DemoteUntil(
+      fits, [&] { return DemoteWhile([&] { return !fits(); }, keep_owner); }, deadline);
+}
+
+bool TierManager::DemoteUntil(absl::FunctionRef<bool()> fits, absl::FunctionRef<uint64_t()> round,
+                              absl::Time deadline) {
+  while (!fits()) {
+    if (absl::Now() > deadline) return false;
+    if (round() > 0) continue;
+    // Nothing left to demote in this round; segments that other rounds are moving were
+    // skipped. Wait for those to finish (they may free the room), then look again.
+    absl::MutexLock lock(&in_flight_mu_);
+    if (in_flight_ == 0) return fits();
+    demotion_done_.WaitWithDeadline(&in_flight_mu_, deadline);
+  }
+  return true;
 }
 
 uint64_t TierManager::DemoteWhile(absl::FunctionRef<bool()> more,
@@ -263,7 +278,16 @@ uint64_t TierManager::DemoteWhile(absl::FunctionRef<bool()> more,
       if (!PickVictim(skip, keep_owner, &key, &weak)) break;
     }
     std::shared_ptr<TierClient> client = weak.lock();
+    {
+      absl::MutexLock lock(&in_flight_mu_);
+      ++in_flight_;
+    }
     const uint64_t got = client == nullptr ? 0 : client->DemoteSegment(static_cast<uint32_t>(key));
+    {
+      absl::MutexLock lock(&in_flight_mu_);
+      --in_flight_;
+      demotion_done_.SignalAll();
+    }
     if (got == 0) {
       skip.insert(key);
     } else {
@@ -278,11 +302,8 @@ bool TierManager::MakeRoom(uint64_t bytes, absl::Time deadline) {
     const uint64_t used = host_.used_bytes();
     return bytes <= host_.capacity_bytes() && used <= host_.capacity_bytes() - bytes;
   };
-  while (!fits()) {
-    if (absl::Now() > deadline) return false;
-    if (DemoteOnce(bytes) == 0) return fits();
-  }
-  return true;
+  return DemoteUntil(
+      fits, [&] { return DemoteOnce(bytes); }, deadline);
 }
 
 void TierManager::DemoterLoop() {

@@ -165,8 +165,10 @@ class TierManager {
   uint64_t DemoteOnce(uint64_t bytes_needed) ABSL_LOCKS_EXCLUDED(mu_);
   // BeginPause: demotes other owners' segments (chosen by the policy) until `bytes` more
   // (at most the high watermark's worth) fit under the high watermark, so that owner
-  // `keep_owner`'s demoted payloads can come back. Returns the bytes freed.
-  uint64_t MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner) ABSL_LOCKS_EXCLUDED(mu_);
+  // `keep_owner`'s demoted payloads can come back, or the deadline passes, or nothing
+  // more can move. Returns whether they fit.
+  bool MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Page {
@@ -184,6 +186,10 @@ class TierManager {
   bool PickVictim(const absl::flat_hash_set<uint64_t>& skip, std::optional<uint32_t> keep_owner,
                   uint64_t* key, std::weak_ptr<TierClient>* client)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `round` until `fits()`, the deadline passes, or a round frees nothing while no
+  // other round's demotion is in flight (it waits for those first). Returns fits().
+  bool DemoteUntil(absl::FunctionRef<bool()> fits, absl::FunctionRef<uint64_t()> round,
+                   absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   // Demotes victims while `more()` holds and a victim is left; returns the bytes freed.
   uint64_t DemoteWhile(absl::FunctionRef<bool()> more, std::optional<uint32_t> keep_owner)
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -221,6 +227,10 @@ class TierManager {
   bool stop_ ABSL_GUARDED_BY(demoter_mu_) = false;
   bool wake_requested_ ABSL_GUARDED_BY(demoter_mu_) = false;
   std::thread demoter_;
+  // Demotions running in any round, so that MakeRoom can wait for other rounds' work.
+  absl::Mutex in_flight_mu_;
+  absl::CondVar demotion_done_;
+  int in_flight_ ABSL_GUARDED_BY(in_flight_mu_) = 0;
 };
 
 }  // namespace kvtier::storage

@@ -492,6 +492,16 @@ TEST_F(TieredStoreTest, DropDeletesEverythingAndGivesBytesBack) {
   EXPECT_GT(tiers_->disk().used_bytes(), 0u);
   EXPECT_GT(tiers_->TenantBytes("t"), 0u);
   ASSERT_TRUE(c.store().Drop().ok());
+  // Calls that found the session before the drop see no rows (and touch no freed memory).
+  std::vector<std::byte> k(kLayers * geometry_.LayerRowBytes()), v(k.size());
+  EXPECT_EQ(c.store()
+                .Gather(std::vector<int64_t>{2}, 0, kLayers, absl::MakeSpan(k), absl::MakeSpan(v))
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(c.store().CheckComplete(std::vector<int64_t>{2}).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c.store().MarkPromoted(std::vector<int64_t>{2}).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c.store().Release(std::vector<int64_t>{2, 3}).rows_released, 0);
+  EXPECT_EQ(c.store().View().blocks.size(), 0u);
   EXPECT_EQ(tiers_->disk().used_bytes(), 0u);
   EXPECT_EQ(tiers_->disk().segments(), 0);
   EXPECT_EQ(tiers_->host().segments(), 0);
@@ -713,7 +723,8 @@ TEST_F(TieredStoreTest, MakeRoomForStagingDemotesOtherSessionsOnly) {
   ASSERT_TRUE(tiers_->FitsUnderHighWatermark(0));
   ASSERT_FALSE(tiers_->FitsUnderHighWatermark(wanted));
 
-  EXPECT_GT(tiers_->MakeRoomForStaging(wanted, paused.store().tier_owner()), 0u);
+  EXPECT_TRUE(tiers_->MakeRoomForStaging(wanted, paused.store().tier_owner(),
+                                         absl::Now() + absl::Seconds(10)));
   EXPECT_TRUE(tiers_->FitsUnderHighWatermark(wanted));
   EXPECT_EQ(paused.store().segments_on_disk(), 4);  // its resident segments stayed
   EXPECT_GT(busy.store().segments_on_disk(), 0);
@@ -833,8 +844,19 @@ TEST_F(TieredStoreTest, RecoverySkipsSegmentIdsOutOfRange) {
     StoreClient& c = NewStore();
     ASSERT_TRUE(OffloadRows(c.store(), geometry_, Range(0, kRows)).ok());
   }
+  // A valid record (segment 0's first patch) under a damaged segment id.
+  std::string patch;
+  ASSERT_TRUE(tiers_->db()
+                  ->Scan(SegmentPrefix("t", SessionStorageName("s1", 0), 0),
+                         [&](absl::string_view, absl::string_view v) {
+                           patch = std::string(v);
+                           return false;
+                         })
+                  .ok());
+  ASSERT_FALSE(patch.empty());
+  const std::string bad_key = SegmentPatchKey("t", SessionStorageName("s1", 0), 0xffffffffu, 1);
   KvBatch batch;
-  batch.Put(SegmentBaseKey("t", SessionStorageName("s1", 0), 0xffffffffu), "junk");
+  batch.Put(bad_key, patch);
   ASSERT_TRUE(tiers_->db()->Write(batch).ok());
   int64_t data_loss = 0;
   StoreClient* recovered = CrashAndRecover(o, &data_loss);
@@ -843,6 +865,8 @@ TEST_F(TieredStoreTest, RecoverySkipsSegmentIdsOutOfRange) {
   RowStore& store = recovered->store();
   EXPECT_EQ(store.segments(), 1);
   ExpectRows(store, geometry_, Range(0, kRows));
+  std::string gone;
+  EXPECT_TRUE(absl::IsNotFound(tiers_->db()->Get(bad_key, &gone)));  // deleted, not recounted
 }
 
 }  // namespace
