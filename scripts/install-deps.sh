@@ -9,6 +9,7 @@ packages=(
   libabsl-dev prometheus-cpp-dev libspdlog-dev librocksdb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format
+  python3-numpy
 )
 
 missing=()
