@@ -1,12 +1,14 @@
 // Timing of the CPU scorer at the 7B shape: 28 scoring layers, 28 q heads, 4 kv heads,
 // head dim 128, fp16 keys, T = 64 signal tokens, N = 32768 offloaded rows in blocks of 256.
-// Reports GFLOP/s counting 2*L*Hq*T*D*N flops (one pass of q.k).
+// Reports GFLOP/s counting 2*L*Hq*T*D*N flops (one pass of q.k). BM_StreamRead measures
+// the machine's memory-bandwidth floor for the same key bytes.
 //
 //   build-scorer/gpu/kvtier_scorer_bench [--benchmark_filter=...] [--benchmark_min_time=...]
 #include <benchmark/benchmark.h>
 
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gpu/internal/cpu_scorer_internal.h"
@@ -98,6 +100,50 @@ BENCHMARK(BM_Score7B)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(2.0);
+
+// The memory-bandwidth floor: a streaming read of the key bytes the exact scorer reads at
+// the 7B shape (28 layers x 4 KV heads x 128 x 2 bytes = 28,672 bytes per row), split
+// over `threads` threads. Any scorer that reads every key once takes at least this long.
+void BM_StreamRead(benchmark::State& state) {
+  const int64_t rows = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  const size_t words = static_cast<size_t>(rows) * 28 * 4 * 128 * 2 / sizeof(uint64_t);
+  static std::vector<uint64_t>* buffer = new std::vector<uint64_t>();
+  if (buffer->size() != words) buffer->assign(words, 1);  // touched: no page faults timed
+  std::vector<uint64_t> sums(static_cast<size_t>(threads));
+  for (auto _ : state) {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const size_t begin = words * static_cast<size_t>(t) / static_cast<size_t>(threads);
+        const size_t end = words * static_cast<size_t>(t + 1) / static_cast<size_t>(threads);
+        const uint64_t* p = buffer->data();
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        size_t i = begin;
+        for (; i + 4 <= end; i += 4) {
+          s0 += p[i];
+          s1 += p[i + 1];
+          s2 += p[i + 2];
+          s3 += p[i + 3];
+        }
+        for (; i < end; ++i) s0 += p[i];
+        sums[static_cast<size_t>(t)] = s0 + s1 + s2 + s3;
+      });
+    }
+    for (std::thread& th : pool) th.join();
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(words * sizeof(uint64_t)));
+}
+
+// Args: rows, threads.
+BENCHMARK(BM_StreamRead)
+    ->ArgNames({"N", "threads"})
+    ->Args({32768, 1})
+    ->Args({32768, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
 
 }  // namespace
 }  // namespace kvtier::scorer
