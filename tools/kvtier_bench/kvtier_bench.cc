@@ -1,0 +1,149 @@
+// kvtier-bench: kvtier's benchmark modes that need no daemon. One binary; more modes join
+// it as the performance work goes on (docs/PERFORMANCE.md).
+//
+//   kvtier-bench rocksdb --dir=DIR [--value_bytes=N] [--values=M] [--durability=wal]
+//
+// rocksdb: the nvme tier's own throughput through storage::KvDb, with the options kvtierd
+// uses (blob files, no compression, the durability given): M records of N bytes (the size
+// of a segment record) written one per batch, as demotions write them, then flushed to
+// files, then read back in a shuffled order and checked byte for byte. Prints one JSON
+// line; bench/rocksdb_vs_db_bench.sh runs it beside RocksDB's own db_bench.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
+#include "storage/kv_db.h"
+
+ABSL_FLAG(std::string, dir, "", "rocksdb: database directory (deleted and created)");
+ABSL_FLAG(int64_t, value_bytes, int64_t{14} << 20, "rocksdb: bytes per record");
+ABSL_FLAG(int64_t, values, 64, "rocksdb: records written and read");
+ABSL_FLAG(std::string, durability, "wal", "rocksdb: none, wal or sync");
+
+namespace kvtier::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string Key(int64_t i) { return absl::StrFormat("bench/%016x", i); }
+
+// Record i: random bytes, stamped with i so that every record differs.
+void FillRecord(int64_t i, const std::string& random, std::string* value) {
+  *value = random;
+  std::memcpy(value->data(), &i, sizeof(i));
+}
+
+int RunRocksDb() {
+  const std::string dir = absl::GetFlag(FLAGS_dir);
+  const int64_t value_bytes = absl::GetFlag(FLAGS_value_bytes);
+  const int64_t values = absl::GetFlag(FLAGS_values);
+  absl::StatusOr<storage::Durability> durability =
+      storage::ParseDurability(absl::GetFlag(FLAGS_durability), "--durability");
+  if (dir.empty() || value_bytes < 8 || values < 1 || !durability.ok()) {
+    std::fprintf(stderr,
+                 "kvtier-bench rocksdb: need --dir, --value_bytes >= 8, --values >= 1 and "
+                 "--durability none|wal|sync\n");
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  storage::KvDbOptions options;
+  options.path = dir;
+  options.durability = *durability;
+  absl::StatusOr<std::unique_ptr<storage::KvDb>> db = storage::KvDb::Open(options);
+  if (!db.ok()) {
+    std::fprintf(stderr, "kvtier-bench rocksdb: %s\n", db.status().ToString().c_str());
+    return 1;
+  }
+
+  std::mt19937_64 rng(1);
+  std::string random(static_cast<size_t>(value_bytes), '\0');
+  for (char& c : random) c = static_cast<char>(rng());
+  std::string value;
+
+  // Writes: one record per batch, as a demotion writes a segment base.
+  const auto write_start = Clock::now();
+  for (int64_t i = 0; i < values; ++i) {
+    FillRecord(i, random, &value);
+    storage::KvBatch batch;
+    batch.Put(Key(i), value);
+    if (absl::Status s = (*db)->Write(batch); !s.ok()) {
+      std::fprintf(stderr, "kvtier-bench rocksdb: write: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  const double put_seconds = SecondsSince(write_start);
+  if (absl::Status s = (*db)->Flush(); !s.ok()) {
+    std::fprintf(stderr, "kvtier-bench rocksdb: flush: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  const double write_seconds = SecondsSince(write_start);
+
+  // Reads in a shuffled order, each checked.
+  std::vector<int64_t> order(static_cast<size_t>(values));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::string expected, got;
+  double read_seconds = 0;
+  for (const int64_t i : order) {
+    const auto start = Clock::now();
+    if (absl::Status s = (*db)->Get(Key(i), &got); !s.ok()) {
+      std::fprintf(stderr, "kvtier-bench rocksdb: read: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    read_seconds += SecondsSince(start);
+    FillRecord(i, random, &expected);
+    if (got != expected) {
+      std::fprintf(stderr, "kvtier-bench rocksdb: record %lld read back different\n",
+                   static_cast<long long>(i));
+      return 1;
+    }
+  }
+
+  // MiB, as db_bench counts its "MB".
+  const double mb = static_cast<double>(value_bytes) * static_cast<double>(values) / 1048576.0;
+  std::printf(
+      "{\"mode\": \"rocksdb\", \"durability\": \"%s\", \"value_bytes\": %lld, \"values\": %lld, "
+      "\"put_MiBps\": %.1f, \"put_and_flush_MiBps\": %.1f, \"read_MiBps\": %.1f, "
+      "\"verified\": true}\n",
+      std::string(storage::DurabilityName(*durability)).c_str(),
+      static_cast<long long>(value_bytes), static_cast<long long>(values), mb / put_seconds,
+      mb / write_seconds, mb / read_seconds);
+  db->reset();
+  std::filesystem::remove_all(dir, ec);
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvtier::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "kvtier-bench MODE [flags]\n"
+      "modes:\n"
+      "  rocksdb   nvme tier write/flush/read throughput through KvDb (--dir, --value_bytes,\n"
+      "            --values, --durability); one JSON line\n"
+      "Every flag: kvtier-bench --helpfull");
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() != 2) {
+    std::fprintf(stderr, "usage: kvtier-bench MODE [flags] (kvtier-bench --help)\n");
+    return 2;
+  }
+  const std::string mode = positional[1];
+  if (mode == "rocksdb") return kvtier::bench::RunRocksDb();
+  std::fprintf(stderr, "kvtier-bench: unknown mode \"%s\"\n", mode.c_str());
+  return 2;
+}
