@@ -2,6 +2,10 @@
 // it as the performance work goes on (docs/PERFORMANCE.md).
 //
 //   kvtier-bench rocksdb --dir=DIR [--value_bytes=N] [--values=M] [--durability=wal]
+//   kvtier-bench ingest [--server=ADDR --transport=unix|tcp] [--redis_socket=PATH |
+//                       --redis_port=N] [--rows=8192] [--reps=3]
+//
+// ingest: gRPC offload/promote throughput beside Redis and memcpy (ingest.cc).
 //
 // rocksdb: the nvme tier's own throughput through storage::KvDb, with the options kvtierd
 // uses (blob files, no compression, the durability given): M records of N bytes (the size
@@ -23,11 +27,18 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "storage/kv_db.h"
+#include "tools/kvtier_bench/ingest.h"
 
 ABSL_FLAG(std::string, dir, "", "rocksdb: database directory (deleted and created)");
 ABSL_FLAG(int64_t, value_bytes, int64_t{14} << 20, "rocksdb: bytes per record");
 ABSL_FLAG(int64_t, values, 64, "rocksdb: records written and read");
 ABSL_FLAG(std::string, durability, "wal", "rocksdb: none, wal or sync");
+ABSL_FLAG(std::string, server, "", "ingest: kvtierd address (unix:///path.sock or host:port)");
+ABSL_FLAG(std::string, transport, "unix", "ingest: label of --server's transport");
+ABSL_FLAG(std::string, redis_socket, "", "ingest: Redis Unix socket");
+ABSL_FLAG(int32_t, redis_port, 0, "ingest: Redis TCP port on 127.0.0.1 (without a socket)");
+ABSL_FLAG(int64_t, rows, 8192, "ingest: rows of the 7B-class geometry (57,344 bytes each)");
+ABSL_FLAG(int32_t, reps, 3, "ingest: repetitions of every measurement");
 
 namespace kvtier::bench {
 namespace {
@@ -136,6 +147,8 @@ int main(int argc, char** argv) {
       "modes:\n"
       "  rocksdb   nvme tier write/flush/read throughput through KvDb (--dir, --value_bytes,\n"
       "            --values, --durability); one JSON line\n"
+      "  ingest    gRPC offload/promote beside Redis SET/GET and memcpy (--server,\n"
+      "            --transport, --redis_socket, --redis_port, --rows, --reps)\n"
       "Every flag: kvtier-bench --helpfull");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() != 2) {
@@ -144,6 +157,12 @@ int main(int argc, char** argv) {
   }
   const std::string mode = positional[1];
   if (mode == "rocksdb") return kvtier::bench::RunRocksDb();
+  if (mode == "ingest") {
+    return kvtier::bench::RunIngest(kvtier::bench::IngestOptions{
+        absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_transport),
+        absl::GetFlag(FLAGS_redis_socket), absl::GetFlag(FLAGS_redis_port),
+        absl::GetFlag(FLAGS_rows), absl::GetFlag(FLAGS_reps)});
+  }
   std::fprintf(stderr, "kvtier-bench: unknown mode \"%s\"\n", mode.c_str());
   return 2;
 }
