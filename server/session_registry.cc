@@ -74,6 +74,18 @@ absl::StatusOr<int64_t> SessionRegistry::Recover(int64_t* data_loss) {
         return true;
       });
   if (!scan.ok()) return scan;
+  // Segment keys that no session record names cannot be recovered: a crash interrupted
+  // their session's deletion, or its record is damaged. They would hold disk forever.
+  absl::flat_hash_set<std::string> live;
+  for (const storage::SessionRecord& r : records) {
+    live.insert(
+        storage::SessionPrefix(r.tenant, storage::SessionStorageName(r.session_id, r.incarnation)));
+  }
+  absl::StatusOr<int64_t> orphans = db->DeleteSessionsNotIn(live);
+  if (!orphans.ok()) return orphans.status();
+  if (*orphans > 0) {
+    spdlog::warn("deleted the segment records of {} session(s) without a session record", *orphans);
+  }
   const absl::Time now = absl::Now();
   int64_t recovered = 0;
   for (storage::SessionRecord& r : records) {

@@ -1,7 +1,9 @@
 #include "storage/kv_db.h"
 
 #include <chrono>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -196,6 +198,36 @@ absl::Status KvDb::Scan(
     if (!fn(absl::string_view(k.data(), k.size()), absl::string_view(v.data(), v.size()))) break;
   }
   return FromRocks(it->status(), "scan");
+}
+
+absl::StatusOr<int64_t> KvDb::DeleteSessionsNotIn(const absl::flat_hash_set<std::string>& live) {
+  constexpr absl::string_view kSegments = "s/";
+  std::vector<std::string> dead;
+  {
+    rocksdb::ReadOptions read;
+    const std::string end = PrefixEnd(kSegments);
+    rocksdb::Slice upper(end);
+    read.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(read));
+    for (it->Seek(ToSlice(kSegments)); it->Valid();) {
+      // s/<tenant>/<storage name>/...: the session's prefix ends at the third '/'.
+      const absl::string_view key(it->key().data(), it->key().size());
+      const size_t tenant_end = key.find('/', kSegments.size());
+      const size_t name_end =
+          tenant_end == absl::string_view::npos ? tenant_end : key.find('/', tenant_end + 1);
+      const std::string prefix(
+          key.substr(0, name_end == absl::string_view::npos ? key.size() : name_end + 1));
+      if (!live.contains(prefix)) dead.push_back(prefix);
+      const std::string next = PrefixEnd(prefix);
+      if (next.empty()) break;
+      it->Seek(next);
+    }
+    if (absl::Status s = FromRocks(it->status(), "scan"); !s.ok()) return s;
+  }
+  KvBatch batch;
+  for (const std::string& prefix : dead) batch.DeleteRange(prefix, PrefixEnd(prefix));
+  if (absl::Status s = Write(batch); !s.ok()) return s;
+  return static_cast<int64_t>(dead.size());
 }
 
 absl::Status KvDb::Clear() {

@@ -502,6 +502,36 @@ TEST_F(TieredStoreTest, DurabilityNoneWritesOnlyDemotions) {
   ExpectRows(c.store(), geometry_, Range(0, 2 * kRows));
 }
 
+// Segment keys of sessions that no record names (a crash during a deletion, a damaged
+// record, an older format) are deleted at start; live sessions keep every key.
+TEST_F(TieredStoreTest, DeleteSessionsNotInRemovesOrphanedKeysOnly) {
+  TierManagerOptions o;
+  OpenTiers(o);
+  StoreClient& live = Adopt(RowStore::Create(geometry_, Context("s1", "t", 7)));
+  ASSERT_TRUE(OffloadRows(live.store(), geometry_, Range(0, 2 * kRows)).ok());
+  ASSERT_EQ(live.DemoteSegment(0), PayloadBytes());
+  StoreClient& orphan = Adopt(RowStore::Create(geometry_, Context("s1", "t", 8)));
+  ASSERT_TRUE(OffloadRows(orphan.store(), geometry_, Range(0, kRows)).ok());
+  StoreClient& other_tenant = Adopt(RowStore::Create(geometry_, Context("s2", "u", 1)));
+  ASSERT_TRUE(OffloadRows(other_tenant.store(), geometry_, Range(0, kRows)).ok());
+  KvBatch old_format;  // a format-1 key: no incarnation in the name
+  old_format.Put("s/t/s3/g/00000000/b", "old");
+  ASSERT_TRUE(tiers_->db()->Write(old_format).ok());
+  const std::string live_prefix = SessionPrefix("t", SessionStorageName("s1", 7));
+  const int live_keys = CountKeys(live_prefix);
+  ASSERT_GT(live_keys, 0);
+
+  absl::StatusOr<int64_t> deleted = tiers_->db()->DeleteSessionsNotIn({live_prefix});
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 3);
+  EXPECT_EQ(CountKeys("s/"), live_keys);
+  EXPECT_EQ(CountKeys(live_prefix), live_keys);
+  ExpectRows(live.store(), geometry_, Range(0, 2 * kRows));  // the demoted segment too
+  absl::StatusOr<int64_t> again = tiers_->db()->DeleteSessionsNotIn({live_prefix});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 0);
+}
+
 TEST_F(TieredStoreTest, DropDeletesEverythingAndGivesBytesBack) {
   TierManagerOptions o;
   OpenTiers(o);
