@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "spdlog/spdlog.h"
@@ -61,11 +62,17 @@ absl::StatusOr<int64_t> SessionRegistry::Recover(int64_t* data_loss) {
   storage::KvDb* db = tiers_->db();
   if (db == nullptr || db->durability() == storage::Durability::kNone) return 0;
   std::vector<storage::SessionRecord> records;
+  // Segment-key prefixes of sessions whose record exists but cannot be decoded (damage, or
+  // a format this build does not read): their keys are kept, never swept as orphans.
+  std::vector<std::string> unreadable;
   absl::Status scan =
       db->Scan(storage::kSessionRecordPrefix, [&](absl::string_view key, absl::string_view value) {
         absl::StatusOr<storage::SessionRecord> record = storage::DecodeSessionRecord(value, key);
         if (!record.ok()) {
           spdlog::error("skipping session record: {}", std::string(record.status().message()));
+          // m/<tenant>/<id> -> s/<tenant>/<id>: every incarnation and the older format.
+          unreadable.push_back(absl::StrCat(
+              "s/", key.substr(std::string_view(storage::kSessionRecordPrefix).size())));
           ++*data_loss;
           tiers_->stats().data_loss.fetch_add(1, std::memory_order_relaxed);
         } else {
@@ -74,14 +81,24 @@ absl::StatusOr<int64_t> SessionRegistry::Recover(int64_t* data_loss) {
         return true;
       });
   if (!scan.ok()) return scan;
-  // Segment keys that no session record names cannot be recovered: a crash interrupted
-  // their session's deletion, or its record is damaged. They would hold disk forever.
+  // Segment keys that no session record names cannot be recovered (a crash interrupted
+  // their session's deletion); they would hold disk forever.
   absl::flat_hash_set<std::string> live;
   for (const storage::SessionRecord& r : records) {
     live.insert(
         storage::SessionPrefix(r.tenant, storage::SessionStorageName(r.session_id, r.incarnation)));
   }
-  absl::StatusOr<int64_t> orphans = db->DeleteSessionsNotIn(live);
+  absl::StatusOr<int64_t> orphans = db->DeleteSessionsUnless([&](absl::string_view prefix) {
+    if (live.contains(prefix)) return true;
+    for (const std::string& id : unreadable) {
+      // "s/<tenant>/<id>~<inc>/" or "s/<tenant>/<id>/"
+      if (absl::StartsWith(prefix, id) && prefix.size() > id.size() &&
+          (prefix[id.size()] == '~' || prefix[id.size()] == '/')) {
+        return true;
+      }
+    }
+    return false;
+  });
   if (!orphans.ok()) return orphans.status();
   if (*orphans > 0) {
     spdlog::warn("deleted the segment records of {} session(s) without a session record", *orphans);

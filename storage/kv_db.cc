@@ -200,7 +200,8 @@ absl::Status KvDb::Scan(
   return FromRocks(it->status(), "scan");
 }
 
-absl::StatusOr<int64_t> KvDb::DeleteSessionsNotIn(const absl::flat_hash_set<std::string>& live) {
+absl::StatusOr<int64_t> KvDb::DeleteSessionsUnless(
+    absl::FunctionRef<bool(absl::string_view)> keep) {
   constexpr absl::string_view kSegments = "s/";
   std::vector<std::string> dead;
   {
@@ -217,7 +218,7 @@ absl::StatusOr<int64_t> KvDb::DeleteSessionsNotIn(const absl::flat_hash_set<std:
           tenant_end == absl::string_view::npos ? tenant_end : key.find('/', tenant_end + 1);
       const std::string prefix(
           key.substr(0, name_end == absl::string_view::npos ? key.size() : name_end + 1));
-      if (!live.contains(prefix)) dead.push_back(prefix);
+      if (!keep(prefix)) dead.push_back(prefix);
       const std::string next = PrefixEnd(prefix);
       if (next.empty()) break;
       it->Seek(next);

@@ -13,7 +13,6 @@
 #include <memory>
 #include <string>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -105,11 +104,11 @@ class KvDb {
   absl::Status Scan(absl::string_view prefix,
                     absl::FunctionRef<bool(absl::string_view key, absl::string_view value)> fn);
 
-  // Deletes the keys of every session whose segment-key prefix (SessionPrefix) is not in
-  // `live`: records left by a session whose deletion a crash interrupted, by one whose
-  // session record is damaged, or by an older record format. One seek per session, so it
-  // reads one value per session, not every segment. Returns how many sessions' keys went.
-  absl::StatusOr<int64_t> DeleteSessionsNotIn(const absl::flat_hash_set<std::string>& live);
+  // Deletes the segment keys of every session whose prefix (SessionPrefix) `keep` rejects:
+  // records left by a session whose deletion a crash interrupted. One seek per session, so
+  // it reads one value per session, not every segment. Returns how many sessions' keys
+  // went.
+  absl::StatusOr<int64_t> DeleteSessionsUnless(absl::FunctionRef<bool(absl::string_view)> keep);
 
   // Deletes everything (used at start in durability none: nothing is recovered).
   absl::Status Clear();

@@ -502,9 +502,8 @@ TEST_F(TieredStoreTest, DurabilityNoneWritesOnlyDemotions) {
   ExpectRows(c.store(), geometry_, Range(0, 2 * kRows));
 }
 
-// Segment keys of sessions that no record names (a crash during a deletion, a damaged
-// record, an older format) are deleted at start; live sessions keep every key.
-TEST_F(TieredStoreTest, DeleteSessionsNotInRemovesOrphanedKeysOnly) {
+// Segment keys of sessions that `keep` rejects are deleted; kept sessions keep every key.
+TEST_F(TieredStoreTest, DeleteSessionsUnlessRemovesOrphanedKeysOnly) {
   TierManagerOptions o;
   OpenTiers(o);
   StoreClient& live = Adopt(RowStore::Create(geometry_, Context("s1", "t", 7)));
@@ -514,20 +513,27 @@ TEST_F(TieredStoreTest, DeleteSessionsNotInRemovesOrphanedKeysOnly) {
   ASSERT_TRUE(OffloadRows(orphan.store(), geometry_, Range(0, kRows)).ok());
   StoreClient& other_tenant = Adopt(RowStore::Create(geometry_, Context("s2", "u", 1)));
   ASSERT_TRUE(OffloadRows(other_tenant.store(), geometry_, Range(0, kRows)).ok());
-  KvBatch old_format;  // a format-1 key: no incarnation in the name
-  old_format.Put("s/t/s3/g/00000000/b", "old");
-  ASSERT_TRUE(tiers_->db()->Write(old_format).ok());
+  KvBatch stray;  // keys without an incarnation in the name
+  stray.Put("s/t/s3/g/00000000/b", "old");
+  stray.Put("s/t/s4/g/00000000/b", "kept");
+  ASSERT_TRUE(tiers_->db()->Write(stray).ok());
   const std::string live_prefix = SessionPrefix("t", SessionStorageName("s1", 7));
   const int live_keys = CountKeys(live_prefix);
   ASSERT_GT(live_keys, 0);
 
-  absl::StatusOr<int64_t> deleted = tiers_->db()->DeleteSessionsNotIn({live_prefix});
+  std::vector<std::string> asked;
+  auto keep = [&](absl::string_view prefix) {
+    asked.emplace_back(prefix);
+    return prefix == live_prefix || prefix == "s/t/s4/";
+  };
+  absl::StatusOr<int64_t> deleted = tiers_->db()->DeleteSessionsUnless(keep);
   ASSERT_TRUE(deleted.ok()) << deleted.status();
   EXPECT_EQ(*deleted, 3);
-  EXPECT_EQ(CountKeys("s/"), live_keys);
+  EXPECT_EQ(asked.size(), 5u);  // one question per session, not per key
+  EXPECT_EQ(CountKeys("s/"), live_keys + 1);
   EXPECT_EQ(CountKeys(live_prefix), live_keys);
   ExpectRows(live.store(), geometry_, Range(0, 2 * kRows));  // the demoted segment too
-  absl::StatusOr<int64_t> again = tiers_->db()->DeleteSessionsNotIn({live_prefix});
+  absl::StatusOr<int64_t> again = tiers_->db()->DeleteSessionsUnless(keep);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(*again, 0);
 }

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "storage/kv_db.h"
 #include "tests/daemon_harness.h"
 #include "tests/integration_util.h"
 #include "tools/synthetic/synthetic_client.h"
@@ -183,6 +184,60 @@ TEST_P(RecoveryTest, KillNineWhileOffloadingLosesNoAcknowledgedRow) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Durability, RecoveryTest, ::testing::Values("wal", "sync"));
+
+// Keys on disk under `prefix` (the daemon must be stopped: RocksDB allows one process).
+int CountKeys(const std::string& db_path, const std::string& prefix) {
+  storage::KvDbOptions options;
+  options.path = db_path;
+  absl::StatusOr<std::unique_ptr<storage::KvDb>> db = storage::KvDb::Open(options);
+  if (!db.ok()) return -1;
+  int keys = 0;
+  if (!(*db)->Scan(prefix, [&](absl::string_view, absl::string_view) { return ++keys > 0; }).ok()) {
+    return -1;
+  }
+  return keys;
+}
+
+// At start, segment keys that no session record names are deleted, but those of a session
+// whose record exists and cannot be read are kept (damage, or a newer format: never a
+// reason to throw rows away).
+TEST(RecoveryOrphans, StartDeletesOrphanedKeysAndKeepsUnreadableSessions) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start({"--segment_rows=64"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  std::unique_ptr<Client> client = MakeClient((*daemon)->unix_target());
+  const synthetic::SyntheticKv kv(SmallOptions(256, 21));
+  absl::StatusOr<TestSession> session = OpenNamed(*client, kv, "damaged");
+  ASSERT_TRUE(session.ok()) << session.status();
+  ASSERT_TRUE(OffloadRowsCall(*client, *session, kv, RowRange(0, 256)).ok());
+  client.reset();
+  absl::StatusOr<int> code = (*daemon)->Stop();
+  ASSERT_TRUE(code.ok() && *code == 0) << (*daemon)->LogTail();
+
+  const std::string db_path = (*daemon)->dir() + "/data/db";
+  const int damaged_keys = CountKeys(db_path, "s/crash-test/damaged~");
+  ASSERT_GT(damaged_keys, 0);
+  {
+    storage::KvDbOptions options;
+    options.path = db_path;
+    absl::StatusOr<std::unique_ptr<storage::KvDb>> db = storage::KvDb::Open(options);
+    ASSERT_TRUE(db.ok()) << db.status();
+    storage::KvBatch batch;
+    batch.Put(storage::SessionRecordKey("crash-test", "damaged"), "not a record");
+    batch.Put("s/crash-test/ghost~0000000000000001/g/00000000/b", "left by a crash");
+    ASSERT_TRUE((*db)->Write(batch).ok());
+  }
+
+  ASSERT_TRUE((*daemon)->Restart().ok()) << (*daemon)->LogTail();
+  client = MakeClient((*daemon)->unix_target());
+  absl::StatusOr<std::vector<v1::SessionInfo>> sessions = client->ListSessions("");
+  ASSERT_TRUE(sessions.ok()) << sessions.status();
+  EXPECT_TRUE(sessions->empty());
+  client.reset();
+  code = (*daemon)->Stop();
+  ASSERT_TRUE(code.ok() && *code == 0) << (*daemon)->LogTail();
+  EXPECT_EQ(CountKeys(db_path, "s/crash-test/ghost"), 0);
+  EXPECT_EQ(CountKeys(db_path, "s/crash-test/damaged~"), damaged_keys);
+}
 
 }  // namespace
 }  // namespace kvtier::testing
