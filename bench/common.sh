@@ -9,6 +9,16 @@ build_release() {
   cmake --build "$build" --target "$@" >&2
 }
 
+# ensure_command CMD PACKAGE: installs Debian's PACKAGE when CMD is not on the PATH
+# (benchmark-only tools stay out of scripts/install-deps.sh).
+ensure_command() {
+  command -v "$1" >/dev/null && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$2" >&2
+}
+
 # start_daemon NAME [kvtierd flags...]: starts kvtierd on $work/NAME.sock with data in
 # $work/NAME (no TCP, no metrics) and waits until its ready file appears. Sets $daemon.
 start_daemon() {

@@ -24,13 +24,7 @@ done
 
 build=build/release
 build_release kvtierd kvtier-bench
-if ! command -v redis-server >/dev/null; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
-    redis-server >&2
-fi
+ensure_command redis-server redis-server
 
 work=$(mktemp -d)
 redis_pid=

@@ -25,13 +25,7 @@ done
 
 build=build/release
 build_release kvtier-bench
-if ! command -v db_bench >/dev/null; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
-    rocksdb-tools >&2
-fi
+ensure_command db_bench rocksdb-tools
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
