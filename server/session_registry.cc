@@ -135,45 +135,44 @@ absl::StatusOr<std::shared_ptr<Session>> SessionRegistry::Open(const std::string
                                               " exceeds the maximum ",
                                               absl::ToInt64Seconds(options_.max_ttl)));
   }
-  std::vector<std::shared_ptr<Session>> expired;  // dropped after the lock is released
   absl::MutexLock lock(&mu_);
-  if (!id.empty()) {
-    // A session of this id is being dropped: wait until its records are gone.
-    struct Wait {
-      const absl::flat_hash_set<std::string>* dropping;
-      const std::string* id;
-    } wait{&dropping_, &id};
-    mu_.Await(absl::Condition(
-        +[](Wait* w) { return !w->dropping->contains(*w->id); }, &wait));
-  }
-  if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
-    return absl::ResourceExhaustedError(absl::StrCat("sessions: the server holds its maximum of ",
-                                                     options_.max_sessions,
-                                                     " sessions; release or let some expire"));
-  }
   std::string session_id = id;
-  if (session_id.empty()) {
-    do {
-      session_id = RandomSessionId();
-    } while (sessions_.contains(session_id) || dropping_.contains(session_id));
-  } else if (auto it = sessions_.find(session_id); it != sessions_.end()) {
+  // Every check is made again after the lock was released to drop an expired session of
+  // this id: meanwhile another Open may have taken the id, or another drop begun.
+  while (true) {
+    if (!id.empty()) {
+      // A session of this id is being dropped: wait until its records are gone.
+      struct Wait {
+        const absl::flat_hash_set<std::string>* dropping;
+        const std::string* id;
+      } wait{&dropping_, &id};
+      mu_.Await(absl::Condition(
+          +[](Wait* w) { return !w->dropping->contains(*w->id); }, &wait));
+    }
+    if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
+      return absl::ResourceExhaustedError(absl::StrCat("sessions: the server holds its maximum of ",
+                                                       options_.max_sessions,
+                                                       " sessions; release or let some expire"));
+    }
+    if (id.empty()) {
+      do {
+        session_id = RandomSessionId();
+      } while (sessions_.contains(session_id) || dropping_.contains(session_id));
+      break;
+    }
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end()) break;
     if (!it->second->ExpiredAt(now)) {
       return absl::AlreadyExistsError(
           absl::StrCat("session_id: session '", session_id, "' already exists"));
     }
-    expired.push_back(TakeLocked(it));
-  }
-  const std::string owner = tenant.empty() ? std::string("default") : tenant;
-  if (!expired.empty()) {
     // The id is reused at once: its old rows must be gone from disk before new ones land.
+    std::vector<std::shared_ptr<Session>> expired{TakeLocked(it)};
     mu_.Unlock();
     DropTaken(expired);
     mu_.Lock();
-    if (sessions_.contains(session_id)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("session_id: session '", session_id, "' already exists"));
-    }
   }
+  const std::string owner = tenant.empty() ? std::string("default") : tenant;
   // A fresh incarnation per open, so that a re-opened id never meets the records of the
   // session it replaces (a demotion of the old one may still be writing).
   const uint64_t incarnation = RandomU64();
