@@ -211,17 +211,21 @@ absl::StatusOr<int64_t> KvDb::DeleteSessionsUnless(
     read.iterate_upper_bound = &upper;
     std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(read));
     for (it->Seek(ToSlice(kSegments)); it->Valid();) {
-      // s/<tenant>/<storage name>/...: the session's prefix ends at the third '/'.
+      // s/<tenant>/<storage name>/...: the session's prefix ends at the third '/'. A key
+      // of another shape is not kvtier's (damage, a foreign writer): it is left alone, and
+      // its range is never used, so it cannot cover a live session's keys.
       const absl::string_view key(it->key().data(), it->key().size());
       const size_t tenant_end = key.find('/', kSegments.size());
       const size_t name_end =
           tenant_end == absl::string_view::npos ? tenant_end : key.find('/', tenant_end + 1);
-      const std::string prefix(
-          key.substr(0, name_end == absl::string_view::npos ? key.size() : name_end + 1));
+      if (name_end == absl::string_view::npos || tenant_end == kSegments.size() ||
+          name_end == tenant_end + 1) {
+        it->Seek(ToSlice(absl::StrCat(key, absl::string_view("\0", 1))));
+        continue;
+      }
+      const std::string prefix(key.substr(0, name_end + 1));
       if (!keep(prefix)) dead.push_back(prefix);
-      const std::string next = PrefixEnd(prefix);
-      if (next.empty()) break;
-      it->Seek(next);
+      it->Seek(PrefixEnd(prefix));  // never empty: the prefix ends in '/'
     }
     if (absl::Status s = FromRocks(it->status(), "scan"); !s.ok()) return s;
   }

@@ -516,6 +516,11 @@ TEST_F(TieredStoreTest, DeleteSessionsUnlessRemovesOrphanedKeysOnly) {
   KvBatch stray;  // keys without an incarnation in the name
   stray.Put("s/t/s3/g/00000000/b", "old");
   stray.Put("s/t/s4/g/00000000/b", "kept");
+  // Keys of no session's shape: left alone, and never a range that covers live keys
+  // ("s/t/s1" sorts just before the live "s/t/s1~...", "s/" before everything).
+  stray.Put("s/t/s1", "damaged");
+  stray.Put("s/", "damaged");
+  stray.Put("s//x/", "damaged");
   ASSERT_TRUE(tiers_->db()->Write(stray).ok());
   const std::string live_prefix = SessionPrefix("t", SessionStorageName("s1", 7));
   const int live_keys = CountKeys(live_prefix);
@@ -530,7 +535,7 @@ TEST_F(TieredStoreTest, DeleteSessionsUnlessRemovesOrphanedKeysOnly) {
   ASSERT_TRUE(deleted.ok()) << deleted.status();
   EXPECT_EQ(*deleted, 3);
   EXPECT_EQ(asked.size(), 5u);  // one question per session, not per key
-  EXPECT_EQ(CountKeys("s/"), live_keys + 1);
+  EXPECT_EQ(CountKeys("s/"), live_keys + 1 + 3);
   EXPECT_EQ(CountKeys(live_prefix), live_keys);
   ExpectRows(live.store(), geometry_, Range(0, 2 * kRows));  // the demoted segment too
   absl::StatusOr<int64_t> again = tiers_->db()->DeleteSessionsUnless(keep);
