@@ -246,6 +246,7 @@ uint64_t TierManager::DemoteOnce(uint64_t bytes_needed) {
 
 bool TierManager::MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner, absl::Time deadline) {
   const uint64_t wanted = std::min(bytes, HighBytes());
+  if (wanted == 0) return true;  // nothing to stage: no reason to move other sessions
   auto fits = [&] { return FitsUnderHighWatermark(wanted); };
   return DemoteUntil(
       fits, [&] { return DemoteWhile([&] { return !fits(); }, keep_owner); }, deadline);
@@ -253,13 +254,20 @@ bool TierManager::MakeRoomForStaging(uint64_t bytes, uint32_t keep_owner, absl::
 
 bool TierManager::DemoteUntil(absl::FunctionRef<bool()> fits, absl::FunctionRef<uint64_t()> round,
                               absl::Time deadline) {
+  // Rounds that free nothing while other rounds have demotions in flight wait for those
+  // (they may free the room, or release the sessions this round found busy), a bounded
+  // number of times in a row: attempts that keep failing elsewhere cannot spin us until
+  // the deadline.
+  constexpr int kFruitlessWaits = 8;
+  int fruitless = 0;
   while (!fits()) {
     if (absl::Now() > deadline) return false;
-    if (round() > 0) continue;
-    // Nothing left to demote in this round; segments that other rounds are moving were
-    // skipped. Wait for those to finish (they may free the room), then look again.
+    if (round() > 0) {
+      fruitless = 0;
+      continue;
+    }
     absl::MutexLock lock(&in_flight_mu_);
-    if (in_flight_ == 0) return fits();
+    if (in_flight_ == 0 || ++fruitless > kFruitlessWaits) return fits();
     demotion_done_.WaitWithDeadline(&in_flight_mu_, deadline);
   }
   return true;

@@ -227,7 +227,8 @@ class TierManager {
   bool stop_ ABSL_GUARDED_BY(demoter_mu_) = false;
   bool wake_requested_ ABSL_GUARDED_BY(demoter_mu_) = false;
   std::thread demoter_;
-  // Demotions running in any round, so that MakeRoom can wait for other rounds' work.
+  // Demotion attempts running in any round, so that MakeRoom can wait for other rounds'
+  // work instead of giving up on the segments (and sessions) those rounds hold.
   absl::Mutex in_flight_mu_;
   absl::CondVar demotion_done_;
   int in_flight_ ABSL_GUARDED_BY(in_flight_mu_) = 0;
