@@ -35,7 +35,8 @@
 #include "storage/kv_db.h"
 #include "tools/kvtier_bench/ingest.h"
 
-ABSL_FLAG(std::string, dir, "", "rocksdb: database directory (deleted and created)");
+ABSL_FLAG(std::string, dir, "",
+          "rocksdb: database directory, missing, empty or a RocksDB one (deleted and created)");
 ABSL_FLAG(int64_t, value_bytes, int64_t{14} << 20, "rocksdb, crc: bytes per record");
 ABSL_FLAG(int64_t, values, 64, "rocksdb: records written and read");
 ABSL_FLAG(std::string, durability, "wal", "rocksdb: none, wal or sync");
@@ -75,7 +76,15 @@ int RunRocksDb() {
                  "--durability none|wal|sync\n");
     return 2;
   }
+  // The directory is deleted first and at the end: refuse anything but a missing or empty
+  // directory or a RocksDB one (a previous run), so that a wrong --dir deletes nothing else.
   std::error_code ec;
+  if (std::filesystem::exists(dir) && !std::filesystem::is_empty(dir) &&
+      !std::filesystem::exists(std::filesystem::path(dir) / "CURRENT")) {
+    std::fprintf(stderr, "kvtier-bench rocksdb: --dir %s is not empty and not a RocksDB dir\n",
+                 dir.c_str());
+    return 2;
+  }
   std::filesystem::remove_all(dir, ec);
   storage::KvDbOptions options;
   options.path = dir;
