@@ -32,7 +32,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kBatchRows = 512;      // 28 MiB of K+V per batch
 constexpr size_t kPipelineBatches = 4;  // Redis: batches in flight
-constexpr int kIndexLayers[] = {0, 9, 18, 27};
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -80,8 +79,8 @@ absl::Status RunKvtier(const IngestOptions& o, const synthetic::SyntheticKv& kv,
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(options);
   if (!client.ok()) return client.status();
   v1::OpenSessionRequest open = synthetic::OpenSessionRequestFor(kv);
-  open.mutable_geometry()->mutable_scoring_layers()->Assign(std::begin(kIndexLayers),
-                                                            std::end(kIndexLayers));
+  open.mutable_geometry()->mutable_scoring_layers()->Assign(
+      std::begin(synthetic::kSevenBIndexLayers), std::end(synthetic::kSevenBIndexLayers));
   absl::StatusOr<v1::SessionInfo> session = (*client)->OpenSession(open);
   if (!session.ok()) return session.status();
   absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(session->geometry());
@@ -227,15 +226,7 @@ int RunIngest(const IngestOptions& o) {
                  kBatchRows);
     return 2;
   }
-  synthetic::SyntheticOptions so;
-  so.num_layers = 28;
-  so.num_q_heads = 28;
-  so.num_kv_heads = 4;
-  so.head_dim = 128;
-  so.num_rows = o.rows;
-  so.num_needles = 0;
-  so.seed = 1;
-  const synthetic::SyntheticKv kv(so);
+  const synthetic::SyntheticKv kv(synthetic::SevenBClassOptions(o.rows, 1));
   const std::vector<Batch> batches = MakeBatches(kv);
   uint64_t total = 0;
   for (const Batch& b : batches) total += b.bytes();

@@ -88,7 +88,7 @@ int RunBench(const std::vector<std::string>& args) {
   if (!connected.ok()) return Fail("connect", connected.status());
   Client& client = **connected;
 
-  const synthetic::SyntheticKv kv(SevenBClassOptions(num_rows, seed));
+  const synthetic::SyntheticKv kv(synthetic::SevenBClassOptions(num_rows, seed));
   absl::StatusOr<v1::SessionInfo> session = synthetic::OpenSession(client, kv);
   if (!session.ok()) return Fail("OpenSession", session.status());
   const std::string& id = session->session_id();

@@ -47,7 +47,7 @@ int RunDemo(const std::vector<std::string>& args) {
   Client& client = **connected;
   if (absl::Status health = client.Health(); !health.ok()) return Fail("health", health);
 
-  const synthetic::SyntheticKv kv(SevenBClassOptions(num_rows, seed));
+  const synthetic::SyntheticKv kv(synthetic::SevenBClassOptions(num_rows, seed));
   const synthetic::SyntheticOptions& o = kv.options();
   absl::StatusOr<v1::SessionInfo> session = synthetic::OpenSession(client, kv);
   if (!session.ok()) return Fail("OpenSession", session.status());

@@ -10,20 +10,6 @@
 
 namespace kvtier::ctl {
 
-synthetic::SyntheticOptions SevenBClassOptions(int64_t rows, uint64_t seed) {
-  synthetic::SyntheticOptions options;
-  options.num_layers = 28;
-  options.num_q_heads = 28;
-  options.num_kv_heads = 4;
-  options.head_dim = 128;
-  options.num_rows = rows;
-  options.num_needles = 4;
-  options.needle_min_rows = 8;
-  options.needle_max_rows = 16;
-  options.seed = seed;
-  return options;
-}
-
 absl::Status ReoffloadPositions(Client& client, const std::string& session_id,
                                 const RowGeometry& geometry, const synthetic::SyntheticKv& kv,
                                 absl::Span<const int64_t> positions) {

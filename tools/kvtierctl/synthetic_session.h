@@ -1,4 +1,4 @@
-// What `demo` and `bench` share: the 7B-class geometry, re-offload of promoted synthetic rows,
+// What `demo` and `bench` share: re-offload of promoted synthetic rows,
 // and small formatting helpers. Opening a synthetic session and offloading its rows live in
 // tools/synthetic/synthetic_client.h.
 #ifndef KVTIER_TOOLS_KVTIERCTL_SYNTHETIC_SESSION_H_
@@ -14,9 +14,6 @@
 #include "tools/synthetic/synthetic_kv.h"
 
 namespace kvtier::ctl {
-
-// 28 layers, 28 query heads, 4 KV heads, head_dim 128 (a 7B-class GQA model).
-synthetic::SyntheticOptions SevenBClassOptions(int64_t rows, uint64_t seed);
 
 // Offloads every layer of the rows at `positions` again (so promoted rows become repair
 // candidates again). INVALID_ARGUMENT when a position is not one of kv's rows.

@@ -32,7 +32,6 @@ namespace {
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr size_t kRowsPerCall = 512;  // 28 MiB of K+V per Offload call
 constexpr size_t kBurstRows = 96;     // one promoted burst, as a repair at K = 96 returns
-constexpr int kIndexLayers[] = {0, 9, 18, 27};
 
 int Fail(const std::string& what, const absl::Status& status) {
   return ReportFailure("tier-bench", what, status);
@@ -72,16 +71,17 @@ int RunTierBench(const std::vector<std::string>& args) {
   if (host == nullptr) return Fail("Stats", absl::InternalError("no host tier reported"));
 
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
-  const synthetic::SyntheticKv paused_kv(SevenBClassOptions(paused_rows, seed));
-  const synthetic::SyntheticKv busy_kv(SevenBClassOptions(num_rows - paused_rows, seed + 1));
+  const synthetic::SyntheticKv paused_kv(synthetic::SevenBClassOptions(paused_rows, seed));
+  const synthetic::SyntheticKv busy_kv(
+      synthetic::SevenBClassOptions(num_rows - paused_rows, seed + 1));
   struct Opened {
     std::string id;
     RowGeometry geometry;
   };
   auto open = [&](const synthetic::SyntheticKv& kv) -> absl::StatusOr<Opened> {
     v1::OpenSessionRequest request = synthetic::OpenSessionRequestFor(kv);
-    request.mutable_geometry()->mutable_scoring_layers()->Assign(std::begin(kIndexLayers),
-                                                                 std::end(kIndexLayers));
+    request.mutable_geometry()->mutable_scoring_layers()->Assign(
+        std::begin(synthetic::kSevenBIndexLayers), std::end(synthetic::kSevenBIndexLayers));
     absl::StatusOr<v1::SessionInfo> session = client.OpenSession(request);
     if (!session.ok()) return session.status();
     absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(session->geometry());

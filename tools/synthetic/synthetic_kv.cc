@@ -207,4 +207,18 @@ std::vector<float> SyntheticKv::Queries(int32_t needle, int32_t num_tokens, floa
   return q;
 }
 
+SyntheticOptions SevenBClassOptions(int64_t rows, uint64_t seed) {
+  SyntheticOptions options;
+  options.num_layers = 28;
+  options.num_q_heads = 28;
+  options.num_kv_heads = 4;
+  options.head_dim = 128;
+  options.num_rows = rows;
+  options.num_needles = 4;
+  options.needle_min_rows = 8;
+  options.needle_max_rows = 16;
+  options.seed = seed;
+  return options;
+}
+
 }  // namespace kvtier::synthetic

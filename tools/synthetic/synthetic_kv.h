@@ -86,6 +86,13 @@ class SyntheticKv {
   absl::flat_hash_map<int64_t, int64_t> row_of_;  // position -> row
 };
 
+// 28 layers, 28 query heads, 4 KV heads, head_dim 128 (a 7B-class GQA model), 4 needles.
+SyntheticOptions SevenBClassOptions(int64_t rows, uint64_t seed);
+
+// Scoring layers of the benchmarks' sessions at that shape: a score index over 4 of the 28
+// layers, so that host RAM mostly holds payloads.
+inline constexpr int32_t kSevenBIndexLayers[] = {0, 9, 18, 27};
+
 }  // namespace kvtier::synthetic
 
 #endif  // KVTIER_TOOLS_SYNTHETIC_SYNTHETIC_KV_H_
