@@ -160,6 +160,40 @@ void Convert(KeyType type, const void* src, int64_t count, float* dst) {
 
 }  // namespace
 
+void SketchMaxAvx2(const uint8_t* codes, int groups, int rows16, const SketchProbes& probes,
+                   const float* row_scale, float* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int r = 0; r < rows16; r += 8) {
+    __m256i acc[kSketchProbes];
+#pragma GCC unroll 8
+    for (int m = 0; m < kSketchProbes; ++m) acc[m] = _mm256_setzero_si256();
+    for (int g = 0; g < groups; ++g) {
+      // 8 rows x 4 dimensions; vpmaddubsw cannot saturate with probes in [-63, 63].
+      const __m256i k = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(codes + ((r / 16) * groups + g) * 64 + (r % 16) * 4));
+#pragma GCC unroll 8
+      for (int m = 0; m < kSketchProbes; ++m) {
+        int32_t word;
+        std::memcpy(&word, probes.codes + (static_cast<int64_t>(m) * groups + g) * 4, 4);
+        const __m256i pairs = _mm256_maddubs_epi16(k, _mm256_set1_epi32(word));
+        acc[m] = _mm256_add_epi32(acc[m], _mm256_madd_epi16(pairs, ones));
+      }
+    }
+    const __m256 rs = _mm256_loadu_ps(row_scale + r);
+    __m256 best = _mm256_loadu_ps(out + r);
+#pragma GCC unroll 8
+    for (int m = 0; m < kSketchProbes; ++m) {
+      const __m256 dot =
+          _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[m], _mm256_set1_epi32(probes.code_sums[m])));
+      const __m256 z =
+          _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dot, _mm256_set1_ps(probes.scale[m])), rs),
+                        _mm256_set1_ps(probes.bias[m]));
+      best = _mm256_max_ps(best, z);
+    }
+    _mm256_storeu_ps(out + r, best);
+  }
+}
+
 const KernelTable& Avx2Kernels() {
   static constexpr KernelTable kTable = {Isa::kAvx2, &Convert, &DotTile, &LseFold, &MaxShifted};
   return kTable;

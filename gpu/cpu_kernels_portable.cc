@@ -102,6 +102,26 @@ void ConvertToFloat32Portable(KeyType type, const void* src, int64_t count, floa
   }
 }
 
+void SketchMaxPortable(const uint8_t* codes, int groups, int rows16, const SketchProbes& probes,
+                       const float* row_scale, float* out) {
+  for (int r = 0; r < rows16; ++r) {
+    float best = out[r];
+    for (int m = 0; m < kSketchProbes; ++m) {
+      const int8_t* p = probes.codes + static_cast<int64_t>(m) * groups * 4;
+      int32_t dot = 0;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* k = codes + ((r / 16) * groups + g) * 64 + (r % 16) * 4;
+        for (int j = 0; j < 4; ++j) dot += static_cast<int32_t>(k[j]) * p[g * 4 + j];
+      }
+      const float z =
+          static_cast<float>(dot - probes.code_sums[m]) * probes.scale[m] * row_scale[r] +
+          probes.bias[m];
+      best = std::max(best, z);
+    }
+    out[r] = best;
+  }
+}
+
 const KernelTable& PortableKernels() {
   static constexpr KernelTable kTable = {Isa::kPortable, &Convert, &DotTile, &LseFold, &MaxShifted};
   return kTable;
@@ -136,6 +156,16 @@ Isa BestIsa() {
   if (IsaSupported(Isa::kAvx512)) return Isa::kAvx512;
   if (IsaSupported(Isa::kAvx2)) return Isa::kAvx2;
   return Isa::kPortable;
+}
+
+bool Avx512VnniSupported() {
+  return IsaSupported(Isa::kAvx512) && __builtin_cpu_supports("avx512vnni");
+}
+
+SketchMaxFn SketchKernelFor(Isa isa) {
+  if (isa == Isa::kAvx512 && Avx512VnniSupported()) return &SketchMaxAvx512Vnni;
+  if (isa != Isa::kPortable) return &SketchMaxAvx2;  // AVX-512 CPUs have AVX2
+  return &SketchMaxPortable;
 }
 
 const KernelTable& KernelsFor(Isa isa) {

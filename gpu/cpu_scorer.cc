@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -23,8 +24,10 @@
 #include "absl/synchronization/mutex.h"
 #include "gpu/internal/cpu_kernels.h"
 #include "gpu/internal/cpu_scorer_internal.h"
+#include "gpu/internal/probes.h"
 #include "gpu/internal/score_request_check.h"
 #include "gpu/scorer.h"
+#include "gpu/sketch.h"
 
 namespace kvtier::scorer {
 namespace internal {
@@ -114,6 +117,26 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
+// should_stop of a request, polled by several threads (one call at a time); once it fired,
+// every later poll returns true without calling it again.
+class StopFlag {
+ public:
+  explicit StopFlag(const std::function<bool()>& should_stop) : should_stop_(should_stop) {}
+  bool Poll() {
+    if (stopped_.load(std::memory_order_relaxed)) return true;
+    if (!should_stop_) return false;
+    std::lock_guard<std::mutex> guard(mu_);
+    if (should_stop_()) stopped_.store(true, std::memory_order_relaxed);
+    return stopped_.load(std::memory_order_relaxed);
+  }
+  bool stopped() const { return stopped_.load(); }
+
+ private:
+  const std::function<bool()>& should_stop_;
+  std::atomic<bool> stopped_{false};
+  std::mutex mu_;
+};
+
 // Buffers of one participant, reused across calls.
 struct ThreadScratch {
   Scratch<float> keys;      // [head_dim][capacity] float32 copy of a block's (l, g) keys
@@ -152,11 +175,17 @@ class CpuScorer final : public Scorer {
 
   absl::Status Score(const ScoreRequest& request, absl::Span<double> scores) override
       ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status FirstPass(const ScoreRequest& request, absl::Span<float> proxy) override
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // Fills ctx.bias / block_rows16; returns whether any slot is a candidate.
   bool PrepareMasks(const ScoreRequest& request, CallContext& ctx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Pass 1 of item (l, g) into t.lse.
+  void ComputeLse(const CallContext& ctx, const float* q, int l, int g, float* s,
+                  ThreadScratch& t) const;
 
   // Both passes of item (l, g); accumulates into t.partial.
   void RunItem(const CallContext& ctx, int l, int g, ThreadScratch& t) const;
@@ -172,6 +201,7 @@ class CpuScorer final : public Scorer {
   std::vector<ThreadScratch> scratch_ ABSL_GUARDED_BY(mu_);
   Scratch<float> bias_ ABSL_GUARDED_BY(mu_);
   Scratch<int> block_rows16_ ABSL_GUARDED_BY(mu_);
+  ProbeSet probes_ ABSL_GUARDED_BY(mu_);
 };
 
 bool CpuScorer::PrepareMasks(const ScoreRequest& request, CallContext& ctx) {
@@ -218,24 +248,20 @@ void CpuScorer::ComputeBlock(const CallContext& ctx, const float* q, int l, int 
                         ctx.scale, out, out_stride);
 }
 
-void CpuScorer::RunItem(const CallContext& ctx, int l, int g, ThreadScratch& t) const {
+// Pass 1 of item (l, g): lse[i] = logsumexp of lse_active and s over every candidate, per
+// (q head, token) i of the item; s is kept in `s` when ctx.cache_s.
+void CpuScorer::ComputeLse(const CallContext& ctx, const float* q, int l, int g, float* s,
+                           ThreadScratch& t) const {
   const ScoreRequest& request = *ctx.request;
   const ScoreShape& shape = request.shape;
   const int tokens = shape.num_tokens;
-  const float* q =
-      request.queries.data() +
-      (int64_t{l} * shape.num_q_heads + int64_t{g} * ctx.group) * tokens * shape.head_dim;
-  const size_t num_blocks = request.blocks.size();
   const int64_t stride = ctx.cache_s ? ctx.slots : ctx.cap;
-  float* s = t.s.Get(static_cast<size_t>(ctx.nq) * stride);
   double* lse_max = t.lse_max.Get(ctx.nq);
   double* lse_sum = t.lse_sum.Get(ctx.nq);
   double* lse = t.lse.Get(ctx.nq);
   std::fill(lse_max, lse_max + ctx.nq, kNegInf);
   std::fill(lse_sum, lse_sum + ctx.nq, 0.0);
-
-  // Pass 1: log-sum-exp over all candidates, per (q head, token) of the item.
-  for (size_t b = 0; b < num_blocks; ++b) {
+  for (size_t b = 0; b < request.blocks.size(); ++b) {
     const int rows16 = ctx.block_rows16[b];
     if (rows16 == 0) continue;
     float* out = ctx.cache_s ? s + b * ctx.cap : s;
@@ -254,6 +280,29 @@ void CpuScorer::RunItem(const CallContext& ctx, int l, int g, ThreadScratch& t) 
       if (hi != kNegInf) total = hi + std::log(std::exp(total - hi) + std::exp(active - hi));
     }
     lse[i] = total;
+  }
+}
+
+void CpuScorer::RunItem(const CallContext& ctx, int l, int g, ThreadScratch& t) const {
+  const ScoreRequest& request = *ctx.request;
+  const ScoreShape& shape = request.shape;
+  const int tokens = shape.num_tokens;
+  const float* q =
+      request.queries.data() +
+      (int64_t{l} * shape.num_q_heads + int64_t{g} * ctx.group) * tokens * shape.head_dim;
+  const size_t num_blocks = request.blocks.size();
+  const int64_t stride = ctx.cache_s ? ctx.slots : ctx.cap;
+  float* s = t.s.Get(static_cast<size_t>(ctx.nq) * stride);
+  double* lse = t.lse.Get(ctx.nq);
+  const int64_t lse_base = (int64_t{l} * shape.num_q_heads + int64_t{g} * ctx.group) * tokens;
+  if (!request.lse_fixed.empty()) {
+    // The caller's normalizer: no pass 1. Entries of the item's q heads are contiguous.
+    for (int i = 0; i < ctx.nq; ++i) lse[i] = request.lse_fixed[lse_base + i];
+  } else {
+    ComputeLse(ctx, q, l, g, s, t);
+  }
+  if (!request.lse_out.empty()) {
+    for (int i = 0; i < ctx.nq; ++i) request.lse_out[lse_base + i] = lse[i];
   }
 
   // Pass 2: max over tokens of (s - lse) per (q head, row), then exp in double so that very
@@ -301,32 +350,32 @@ absl::Status CpuScorer::Score(const ScoreRequest& request, absl::Span<double> sc
   ctx.nq = ctx.group * shape.num_tokens;
   ctx.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
   ctx.inv_heads = 1.0 / (static_cast<double>(shape.num_layers) * shape.num_q_heads);
-  ctx.cache_s = static_cast<int64_t>(ctx.nq) * ctx.slots * static_cast<int64_t>(sizeof(float)) <=
-                cache_budget_bytes_;
+  ctx.cache_s = request.lse_fixed.empty() &&
+                static_cast<int64_t>(ctx.nq) * ctx.slots * static_cast<int64_t>(sizeof(float)) <=
+                    cache_budget_bytes_;
   std::fill(scores.begin(), scores.end(), -std::numeric_limits<double>::infinity());
-  if (!PrepareMasks(request, ctx)) return absl::OkStatus();
+  if (!PrepareMasks(request, ctx)) {
+    for (size_t i = 0; i < request.lse_out.size(); ++i) {
+      request.lse_out[i] = !request.lse_fixed.empty()    ? request.lse_fixed[i]
+                           : !request.lse_active.empty() ? request.lse_active[i]
+                                                         : kNegInf;
+    }
+    return absl::OkStatus();
+  }
 
   const int participants = pool_.participants();
   const int items = shape.num_layers * shape.num_kv_heads;
-  std::atomic<bool> stopped{false};
-  std::mutex stop_mu;  // should_stop is called by one thread at a time
-  auto poll_stop = [&]() {
-    if (stopped.load(std::memory_order_relaxed)) return true;
-    if (!request.should_stop) return false;
-    std::lock_guard<std::mutex> guard(stop_mu);
-    if (request.should_stop()) stopped.store(true, std::memory_order_relaxed);
-    return stopped.load(std::memory_order_relaxed);
-  };
+  StopFlag stop(request.should_stop);
   pool_.Run([&](int p) {
     ThreadScratch& t = scratch_[p];
     double* partial = t.partial.Get(static_cast<size_t>(ctx.slots));
     std::fill(partial, partial + ctx.slots, 0.0);
     for (int item = p; item < items; item += participants) {
-      if (poll_stop()) return;
+      if (stop.Poll()) return;
       RunItem(ctx, item / shape.num_kv_heads, item % shape.num_kv_heads, t);
     }
   });
-  if (stopped.load()) {  // a stop after the last item keeps the finished result
+  if (stop.stopped()) {  // a stop after the last item keeps the finished result
     std::fill(scores.begin(), scores.end(), -std::numeric_limits<double>::infinity());
     return absl::DeadlineExceededError("scoring stopped by should_stop");
   }
@@ -336,6 +385,47 @@ absl::Status CpuScorer::Score(const ScoreRequest& request, absl::Span<double> sc
     for (int p = 0; p < participants; ++p) sum += scratch_[p].partial.Get(0)[slot];
     scores[slot] = sum;
   }
+  return absl::OkStatus();
+}
+
+absl::Status CpuScorer::FirstPass(const ScoreRequest& request, absl::Span<float> proxy) {
+  if (absl::Status s = CheckScoreRequest(request, proxy.size()); !s.ok()) return s;
+  for (size_t b = 0; b < request.blocks.size(); ++b) {
+    const KeyBlock& block = request.blocks[b];
+    if (block.rows > 0 && (block.sketch_codes == nullptr || block.sketch_scales == nullptr)) {
+      return absl::InvalidArgumentError(absl::StrCat("blocks[", b, "] has no sketch"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  const ScoreShape& shape = request.shape;
+  const int items = shape.num_layers * shape.num_kv_heads;
+  const int participants = pool_.participants();
+  const int64_t cap = request.block_capacity;
+  const int groups = SketchGroups(shape.head_dim);
+  const SketchMaxFn kernel = SketchKernelFor(kernels_.isa);
+  StopFlag stop(request.should_stop);
+  probes_.Reset(request);
+  pool_.Run([&](int p) {
+    for (int item = p; item < items; item += participants) probes_.Build(request, item);
+  });
+  pool_.Run([&](int p) {
+    for (size_t b = static_cast<size_t>(p); b < request.blocks.size(); b += participants) {
+      if (stop.Poll()) return;
+      const KeyBlock& block = request.blocks[b];
+      float* out = proxy.data() + b * cap;
+      std::fill(out, out + cap, kNegInfF);
+      if (block.rows == 0) continue;
+      const int rows16 = (block.rows + 15) / 16 * 16;
+      for (int item = 0; item < items; ++item) {
+        kernel(block.sketch_codes + static_cast<int64_t>(item) * groups * cap * 4, groups, rows16,
+               probes_.For(item), block.sketch_scales + item * cap, out);
+      }
+      for (int64_t r = 0; r < cap; ++r) {
+        if (r >= block.rows || block.valid[r] == 0) out[r] = kNegInfF;
+      }
+    }
+  });
+  if (stop.stopped()) return absl::DeadlineExceededError("first pass stopped by should_stop");
   return absl::OkStatus();
 }
 

@@ -67,12 +67,18 @@ absl::Status ReferenceScore(const ScoreRequest& request, absl::Span<double> scor
           s[t * num_slots + slot] = dot * inv_sqrt_dim;
           max = std::max(max, s[t * num_slots + slot]);
         }
-        if (max == kNegInf) continue;  // no candidates at all
-        double sum = request.lse_active.empty() ? 0.0 : std::exp(request.lse_active[lht] - max);
-        for (int64_t slot = 0; slot < num_slots; ++slot) {
-          if (valid[slot]) sum += std::exp(s[t * num_slots + slot] - max);
+        double lse = kNegInf;
+        if (!request.lse_fixed.empty()) {
+          lse = request.lse_fixed[lht];
+        } else if (max != kNegInf) {
+          double sum = request.lse_active.empty() ? 0.0 : std::exp(request.lse_active[lht] - max);
+          for (int64_t slot = 0; slot < num_slots; ++slot) {
+            if (valid[slot]) sum += std::exp(s[t * num_slots + slot] - max);
+          }
+          lse = max + std::log(sum);
         }
-        const double lse = max + std::log(sum);
+        if (!request.lse_out.empty()) request.lse_out[lht] = lse;
+        if (max == kNegInf) continue;  // no candidates at all
         for (int64_t slot = 0; slot < num_slots; ++slot) {
           if (valid[slot])
             best[slot] = std::max(best[slot], std::exp(s[t * num_slots + slot] - lse));

@@ -60,6 +60,16 @@ absl::Status CheckScoreRequest(const ScoreRequest& request, size_t scores_size) 
         absl::StrCat("lse_active has ", request.lse_active.size(),
                      " floats; it must be empty or layers*q_heads*tokens = ", lse_size));
   }
+  if (!request.lse_fixed.empty() && static_cast<int64_t>(request.lse_fixed.size()) != lse_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lse_fixed has ", request.lse_fixed.size(),
+                     " entries; it must be empty or layers*q_heads*tokens = ", lse_size));
+  }
+  if (!request.lse_out.empty() && static_cast<int64_t>(request.lse_out.size()) != lse_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lse_out has ", request.lse_out.size(),
+                     " entries; it must be empty or layers*q_heads*tokens = ", lse_size));
+  }
   const int64_t slots =
       MulOrMinusOne(static_cast<int64_t>(request.blocks.size()), request.block_capacity);
   if (slots < 0 || static_cast<uint64_t>(slots) != scores_size) {

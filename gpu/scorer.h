@@ -43,6 +43,11 @@ struct KeyBlock {
   const void* keys = nullptr;
   int32_t rows = 0;                // slots in use: [0, rows)
   const uint8_t* valid = nullptr;  // [rows]; nonzero marks a candidate row. Never null.
+  // Optional key sketches for the fast mode (gpu/sketch.h): codes [scoring layer][kv_head]
+  // [head_dim / 4 rounded up][capacity][4] and scales [scoring layer][kv_head][capacity].
+  // Score ignores them.
+  const uint8_t* sketch_codes = nullptr;
+  const float* sketch_scales = nullptr;
 };
 
 struct ScoreRequest {
@@ -53,6 +58,13 @@ struct ScoreRequest {
   absl::Span<const float> queries;
   // Empty, or [scoring layer][q_head][token] float32.
   absl::Span<const float> lse_active;
+  // Empty, or [scoring layer][q_head][token]: the softmax normalizer to use as it is (the
+  // fast mode's estimate over the whole session, docs/FAST_MODE.md). When set, the
+  // normalizer is not computed from the blocks and lse_active is ignored.
+  absl::Span<const double> lse_fixed;
+  // Empty, or [scoring layer][q_head][token]: receives the normalizer that was used
+  // (lse_fixed, or logsumexp of lse_active and every candidate's s).
+  absl::Span<double> lse_out;
   // Polled between units of work; when it returns true, Score stops and returns
   // DEADLINE_EXCEEDED. May be empty.
   std::function<bool()> should_stop;
@@ -72,6 +84,12 @@ class Scorer {
   // when should_stop fired. With no candidates at all, every slot is -infinity and the
   // result is OK.
   virtual absl::Status Score(const ScoreRequest& request, absl::Span<double> scores) = 0;
+
+  // The fast mode's first pass (docs/FAST_MODE.md): from the blocks' sketches, writes a
+  // proxy of every slot's score to proxy[b * block_capacity + r] (-infinity for slots that
+  // are not candidates); higher ranks first. INVALID_ARGUMENT when a block with candidates
+  // has no sketch or spans do not match; DEADLINE_EXCEEDED when should_stop fired.
+  virtual absl::Status FirstPass(const ScoreRequest& request, absl::Span<float> proxy) = 0;
 };
 
 // The CPU scorer: vectorized (AVX-512, AVX2 or portable, chosen at run time) and spread

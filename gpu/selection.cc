@@ -45,8 +45,14 @@ class ListAnchors final : public AnchorSource {
 class RankedAnchors final : public AnchorSource {
  public:
   RankedAnchors(const CandidateSet& candidates, int64_t budget) : candidates_(candidates) {
-    order_.resize(candidates.positions.size());
-    std::iota(order_.begin(), order_.end(), 0);
+    if (candidates.anchors.empty()) {
+      order_.resize(candidates.positions.size());
+      std::iota(order_.begin(), order_.end(), 0);
+    } else {
+      for (size_t i = 0; i < candidates.anchors.size(); ++i) {
+        if (candidates.anchors[i] != 0) order_.push_back(static_cast<int32_t>(i));
+      }
+    }
     want_ = static_cast<size_t>(std::max<int64_t>(budget, 64));
   }
 
@@ -117,6 +123,10 @@ absl::StatusOr<Selection> SelectPositions(const CandidateSet& candidates, Select
     return absl::InvalidArgumentError(absl::StrCat("importance has ", candidates.importance.size(),
                                                    " entries for ", n, " positions"));
   }
+  if (!candidates.anchors.empty() && candidates.anchors.size() != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("anchors has ", candidates.anchors.size(), " entries for ", n, " positions"));
+  }
   if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     return absl::InvalidArgumentError("too many positions");
   }
@@ -125,9 +135,12 @@ absl::StatusOr<Selection> SelectPositions(const CandidateSet& candidates, Select
   {
     std::vector<int32_t> by_position(n);
     std::iota(by_position.begin(), by_position.end(), 0);
-    std::sort(by_position.begin(), by_position.end(), [&](int32_t a, int32_t b) {
-      return candidates.positions[a] < candidates.positions[b];
-    });
+    // Stores hand positions over mostly in offload order, often ascending already.
+    if (!std::is_sorted(candidates.positions.begin(), candidates.positions.end())) {
+      std::sort(by_position.begin(), by_position.end(), [&](int32_t a, int32_t b) {
+        return candidates.positions[a] < candidates.positions[b];
+      });
+    }
     sorted.positions.reserve(n);
     for (int32_t i : by_position) {
       if (!sorted.positions.empty() && sorted.positions.back() == candidates.positions[i]) {

@@ -20,6 +20,10 @@ struct CandidateSet {
   absl::Span<const int64_t> positions;
   absl::Span<const double> scores;
   absl::Span<const float> importance;
+  // kRepairKv only: empty (every row may be an anchor), or parallel to positions with
+  // nonzero marking the rows that may be anchors; the others only fill bursts (the fast
+  // mode's rows that were not rescored).
+  absl::Span<const uint8_t> anchors;
 };
 
 struct PackOptions {
@@ -41,8 +45,8 @@ struct Selection {
 //   std::mt19937_64(seed) (documented so that a client can reproduce it).
 // For each anchor x, visits x-left .. x+right ascending and takes every position that is in
 // the candidate set and not yet taken, stopping at exactly K (the last burst may be cut).
-// Returns fewer than K when candidates run out. INVALID_ARGUMENT on budget < 1, negative
-// bursts, or spans of mismatched sizes.
+// Returns fewer than K when candidates (or allowed anchors) run out. INVALID_ARGUMENT on budget <
+// 1, negative bursts, or spans of mismatched sizes.
 absl::StatusOr<Selection> SelectPositions(const CandidateSet& candidates, SelectorKind kind,
                                           const PackOptions& options);
 

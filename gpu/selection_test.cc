@@ -27,7 +27,7 @@ std::vector<int64_t> Select(const std::vector<int64_t>& positions,
                             const std::vector<double>& scores, SelectorKind kind,
                             const PackOptions& options, const std::vector<float>& importance = {}) {
   absl::StatusOr<Selection> s =
-      SelectPositions(CandidateSet{positions, scores, importance}, kind, options);
+      SelectPositions(CandidateSet{positions, scores, importance, {}}, kind, options);
   EXPECT_TRUE(s.ok()) << s.status();
   if (!s.ok()) return {};
   EXPECT_EQ(s->chosen.size(), s->chosen_index.size());
@@ -198,19 +198,44 @@ TEST(SelectionTest, InvalidOptionsAreInvalidArgument) {
     return SelectPositions(c, k, o).status().code();
   };
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
-  EXPECT_EQ(code({positions, scores, {}}, SelectorKind::kRepairKv, Options(0, 2, 20)), kInvalid);
-  EXPECT_EQ(code({positions, scores, {}}, SelectorKind::kRepairKv, Options(-3, 2, 20)), kInvalid);
-  EXPECT_EQ(code({positions, scores, {}}, SelectorKind::kRepairKv, Options(2, -1, 20)), kInvalid);
-  EXPECT_EQ(code({positions, scores, {}}, SelectorKind::kOldest, Options(2, 2, -1)), kInvalid);
-  EXPECT_EQ(code({positions, short_scores, {}}, SelectorKind::kRepairKv, Options(2, 2, 20)),
+  EXPECT_EQ(code({positions, scores, {}, {}}, SelectorKind::kRepairKv, Options(0, 2, 20)),
             kInvalid);
-  EXPECT_EQ(code({positions, scores, short_importance}, SelectorKind::kRepairKv, Options(2, 2, 20)),
+  EXPECT_EQ(code({positions, scores, {}, {}}, SelectorKind::kRepairKv, Options(-3, 2, 20)),
             kInvalid);
-  EXPECT_EQ(code({repeated, scores, {}}, SelectorKind::kRepairKv, Options(2, 2, 20)), kInvalid);
-  EXPECT_EQ(code({positions, {}, {}}, SelectorKind::kRepairKv, Options(2, 2, 20)), kInvalid);
+  EXPECT_EQ(code({positions, scores, {}, {}}, SelectorKind::kRepairKv, Options(2, -1, 20)),
+            kInvalid);
+  EXPECT_EQ(code({positions, scores, {}, {}}, SelectorKind::kOldest, Options(2, 2, -1)), kInvalid);
+  EXPECT_EQ(code({positions, short_scores, {}, {}}, SelectorKind::kRepairKv, Options(2, 2, 20)),
+            kInvalid);
+  EXPECT_EQ(
+      code({positions, scores, short_importance, {}}, SelectorKind::kRepairKv, Options(2, 2, 20)),
+      kInvalid);
+  EXPECT_EQ(code({repeated, scores, {}, {}}, SelectorKind::kRepairKv, Options(2, 2, 20)), kInvalid);
+  EXPECT_EQ(code({positions, {}, {}, {}}, SelectorKind::kRepairKv, Options(2, 2, 20)), kInvalid);
   // Scores are ignored, so may be absent, for the controls.
-  EXPECT_EQ(code({positions, {}, {}}, SelectorKind::kOldest, Options(2, 2, 20)),
+  EXPECT_EQ(code({positions, {}, {}, {}}, SelectorKind::kOldest, Options(2, 2, 20)),
             absl::StatusCode::kOk);
+}
+
+TEST(SelectionTest, OnlyAllowedAnchorsStartBurstsButAnyCandidateFillsThem) {
+  const std::vector<int64_t> positions = {10, 11, 12, 20, 21, 30};
+  const std::vector<double> scores = {0.1, 0.9, 0.2, 0.8, 0.3, 0.95};
+  const std::vector<uint8_t> anchors = {0, 0, 0, 1, 0, 0};  // only position 20
+  PackOptions options;
+  options.budget = 5;
+  options.burst_left = 1;
+  options.burst_right = 1;
+  absl::StatusOr<Selection> selection = SelectPositions(
+      CandidateSet{positions, scores, {}, anchors}, SelectorKind::kRepairKv, options);
+  ASSERT_TRUE(selection.ok()) << selection.status();
+  // 20's burst is [19, 21]: 20 and 21; then no anchor is left, so fewer than K come back.
+  EXPECT_EQ(selection->chosen, (std::vector<int64_t>{20, 21}));
+  const std::vector<uint8_t> short_anchors = {1};
+  EXPECT_EQ(SelectPositions(CandidateSet{positions, scores, {}, short_anchors},
+                            SelectorKind::kRepairKv, options)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -77,6 +77,9 @@ ABSL_FLAG(int64_t, max_sessions, 4096, "Open sessions at most");
 ABSL_FLAG(int32_t, max_request_bytes, 256 << 20,
           "Largest request message (a Repair signal of 28 layers x 28 heads x 64 tokens x 128 "
           "float32 is 25.7 MiB)");
+ABSL_FLAG(int64_t, fast_min_candidates, 16384,
+          "Repairs with SCORING_MODE_AUTO score exactly up to this many candidate rows and use "
+          "the fast mode above (docs/FAST_MODE.md)");
 ABSL_FLAG(int32_t, scorer_threads, 0, "Threads of the CPU scorer (0: one per hardware thread)");
 
 namespace {
@@ -236,7 +239,9 @@ int main(int argc, char** argv) {
                  data_loss);
   }
   (*tiers)->Start();
-  kvtier::server::RepairPipeline pipeline(scorer.get());
+  kvtier::server::PipelineOptions pipeline_options;
+  pipeline_options.fast_min_candidates = absl::GetFlag(FLAGS_fast_min_candidates);
+  kvtier::server::RepairPipeline pipeline(scorer.get(), pipeline_options);
   kvtier::server::KvTierService service(&registry, tiers->get(), &pipeline, &metrics, kVersion);
 
   std::unique_ptr<prometheus::Exposer> exposer;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "gpu/fast_select.h"
 
 namespace kvtier::server {
 namespace {
@@ -34,17 +35,15 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
   SelectionOutcome out;
   const storage::ScoreIndexView view = store.View();
   const bool score = params.selector == scorer::SelectorKind::kRepairKv;
+  if (score && signal == nullptr) return absl::InvalidArgumentError("signal: required");
 
-  std::vector<double> slot_scores;
-  auto start = std::chrono::steady_clock::now();
+  std::vector<scorer::KeyBlock> blocks;
+  scorer::ScoreRequest request;
   if (score) {
-    if (signal == nullptr) return absl::InvalidArgumentError("signal: required");
-    std::vector<scorer::KeyBlock> blocks;
     blocks.reserve(view.blocks.size());
     for (const auto& b : view.blocks) {
-      blocks.push_back({b.keys, b.rows, b.candidate});
+      blocks.push_back({b.keys, b.rows, b.candidate, b.sketch_codes, b.sketch_scales});
     }
-    scorer::ScoreRequest request;
     request.shape = {static_cast<int32_t>(geometry.scoring_layers.size()),
                      geometry.num_q_heads,
                      geometry.num_kv_heads,
@@ -56,6 +55,18 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
     request.queries = signal->queries;
     request.lse_active = signal->lse_active;
     request.should_stop = std::move(should_stop);
+    const int64_t candidates = store.counts().candidate;
+    out.fast = params.scoring == ScoringMode::kFast ||
+               (params.scoring == ScoringMode::kAuto && candidates > options_.fast_min_candidates);
+  }
+  if (out.fast) {
+    if (absl::Status s = SelectFast(view, request, params, &out); !s.ok()) return s;
+    return out;
+  }
+
+  std::vector<double> slot_scores;
+  auto start = std::chrono::steady_clock::now();
+  if (score) {
     slot_scores.resize(view.blocks.size() * static_cast<size_t>(view.block_capacity));
     if (absl::Status s = scorer_->Score(request, absl::MakeSpan(slot_scores)); !s.ok()) {
       return s;
@@ -77,7 +88,8 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
     }
   }
   out.candidates = static_cast<int64_t>(positions.size());
-  scorer::CandidateSet candidates{positions, scores, importance};
+  out.rescored = score ? out.candidates : 0;
+  scorer::CandidateSet candidates{positions, scores, importance, {}};
   absl::StatusOr<scorer::Selection> selection =
       scorer::SelectPositions(candidates, params.selector, params.pack);
   if (!selection.ok()) return selection.status();
@@ -88,6 +100,81 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
   }
   out.select_seconds = SecondsSince(start);
   return out;
+}
+
+absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
+                                        const scorer::ScoreRequest& request,
+                                        const RepairParams& params, SelectionOutcome* out) const {
+  auto start = std::chrono::steady_clock::now();
+  const int64_t width = int64_t{params.pack.burst_left} + params.pack.burst_right + 1;
+  scorer::FastOptions fast_options;
+  fast_options.first_round =
+      std::max(options_.fast_first_round,
+               options_.fast_oversample * ((params.pack.budget + width - 1) / width));
+  fast_options.sample_rows = options_.fast_sample_rows;
+  scorer::FastScoring fast(scorer_, &request, fast_options);
+  if (absl::Status s = fast.Start(); !s.ok()) return s;
+  out->score_seconds = SecondsSince(start);
+  double select_seconds = 0;
+
+  // Every candidate may fill a burst; only rescored rows may be anchors.
+  start = std::chrono::steady_clock::now();
+  const int64_t cap = view.block_capacity;
+  std::vector<int64_t> positions;
+  std::vector<float> importance;
+  std::vector<int32_t> index_of_slot(view.blocks.size() * static_cast<size_t>(cap), -1);
+  positions.reserve(static_cast<size_t>(fast.candidates()));
+  importance.reserve(static_cast<size_t>(fast.candidates()));
+  for (size_t b = 0; b < view.blocks.size(); ++b) {
+    const auto& block = view.blocks[b];
+    for (int32_t r = 0; r < block.rows; ++r) {
+      if (!block.candidate[r]) continue;
+      index_of_slot[b * cap + r] = static_cast<int32_t>(positions.size());
+      positions.push_back(block.positions[r]);
+      importance.push_back(block.importance[r]);
+    }
+  }
+  std::vector<double> scores(positions.size(), -std::numeric_limits<double>::infinity());
+  std::vector<uint8_t> anchors(positions.size(), 0);
+  size_t applied = 0;  // rescored rows copied into scores / anchors
+  select_seconds += SecondsSince(start);
+  while (true) {
+    start = std::chrono::steady_clock::now();
+    for (; applied < fast.slots().size(); ++applied) {
+      const int32_t index = index_of_slot[static_cast<size_t>(fast.slots()[applied])];
+      scores[static_cast<size_t>(index)] = fast.scores()[applied];
+      anchors[static_cast<size_t>(index)] = 1;
+    }
+    scorer::CandidateSet candidates{positions, scores, importance, anchors};
+    absl::StatusOr<scorer::Selection> selection =
+        scorer::SelectPositions(candidates, params.selector, params.pack);
+    if (!selection.ok()) return selection.status();
+    select_seconds += SecondsSince(start);
+    const bool filled = static_cast<int64_t>(selection->chosen.size()) >=
+                        std::min<int64_t>(params.pack.budget, fast.candidates());
+    if (filled || fast.all_rescored()) {
+      out->chosen = std::move(selection->chosen);
+      out->scores.reserve(out->chosen.size());
+      // Rows that only fill a burst were never scored exactly: NaN, not a made-up number.
+      for (int32_t index : selection->chosen_index) {
+        out->scores.push_back(anchors[index] ? scores[index]
+                                             : std::numeric_limits<double>::quiet_NaN());
+      }
+      break;
+    }
+    // The packer ran out of rescored anchors: rescore twice as many rows.
+    start = std::chrono::steady_clock::now();
+    if (absl::Status s = fast.Extend(2 * static_cast<int64_t>(fast.slots().size())); !s.ok()) {
+      return s;
+    }
+    out->score_seconds += SecondsSince(start);
+  }
+  out->candidates = fast.candidates();
+  out->rescored = static_cast<int64_t>(fast.slots().size());
+  out->first_pass_seconds = fast.first_pass_seconds();
+  out->rescore_seconds = fast.rescore_seconds();
+  out->select_seconds = select_seconds;
+  return absl::OkStatus();
 }
 
 std::vector<PayloadSlice> PlanPayload(size_t rows, const storage::Geometry& geometry,

@@ -26,14 +26,29 @@ struct SelectionOutcome {
   std::vector<int64_t> chosen;  // in the order taken
   std::vector<double> scores;   // a_i of each chosen row (kRepairKv only)
   int64_t candidates = 0;
+  bool fast = false;     // scored by the fast mode
+  int64_t rescored = 0;  // rows with the exact score (all candidates when !fast)
   double score_seconds = 0;
+  double first_pass_seconds = 0;  // fast mode: sketch pass
+  double rescore_seconds = 0;     // fast mode: exact scores of the rescored rows
   double select_seconds = 0;
+};
+
+struct PipelineOptions {
+  // SCORING_MODE_AUTO scores exactly up to this many candidates, fast above.
+  int64_t fast_min_candidates = 16384;
+  // Fast mode: rows rescored first = max(fast_first_round, fast_oversample * the anchors
+  // K needs at the request's burst width); the normalizer sample size.
+  int64_t fast_first_round = 256;
+  int64_t fast_oversample = 2;
+  int32_t fast_sample_rows = 256;
 };
 
 // Thread-safe if the scorer is; holds no state of its own beyond the scorer pointer.
 class RepairPipeline {
  public:
-  explicit RepairPipeline(scorer::Scorer* scorer) : scorer_(scorer) {}
+  explicit RepairPipeline(scorer::Scorer* scorer, PipelineOptions options = {})
+      : scorer_(scorer), options_(options) {}
 
   std::string_view scorer_name() const { return scorer_->name(); }
 
@@ -45,8 +60,15 @@ class RepairPipeline {
                                           const RepairParams& params, const DecodedSignal* signal,
                                           std::function<bool()> should_stop) const;
 
+  const PipelineOptions& options() const { return options_; }
+
  private:
+  // The fast mode: sketch pass, rescoring rounds until the packer has K rows.
+  absl::Status SelectFast(const storage::ScoreIndexView& view, const scorer::ScoreRequest& request,
+                          const RepairParams& params, SelectionOutcome* out) const;
+
   scorer::Scorer* scorer_;
+  PipelineOptions options_;
 };
 
 // One payload chunk: rows [row_begin, row_end) of the returned positions, layers

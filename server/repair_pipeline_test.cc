@@ -1,5 +1,7 @@
 #include "server/repair_pipeline.h"
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -73,6 +75,94 @@ TEST(RepairPipeline, FindsThePlantedNeedle) {
     EXPECT_LT(out->chosen[i], 1126);
   }
   for (size_t i = 1; i < out->scores.size(); ++i) EXPECT_GE(out->scores[i - 1], out->scores[i]);
+}
+
+DecodedSignal AlongE0(int tokens) {
+  DecodedSignal signal;
+  signal.num_tokens = tokens;
+  signal.queries.assign(static_cast<size_t>(3) * 4 * tokens * 8, 0.f);
+  for (size_t i = 0; i < signal.queries.size(); i += 8) signal.queries[i] = 3.f;  // along +e0
+  return signal;
+}
+
+TEST(RepairPipeline, FastModeFindsTheNeedleRescoringFewRows) {
+  Fixture f(3000, 2100, 6);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);
+  PipelineOptions options;
+  options.fast_first_round = 64;
+  options.fast_sample_rows = 64;
+  RepairPipeline pipeline(cpu.get(), options);
+  const DecodedSignal signal = AlongE0(2);
+  RepairParams params;
+  params.pack.budget = 40;  // bursts of 2 + 20: two anchors' worth
+  params.scoring = ScoringMode::kFast;
+  absl::StatusOr<SelectionOutcome> fast =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  EXPECT_TRUE(fast->fast);
+  EXPECT_EQ(fast->candidates, 3000);
+  EXPECT_EQ(fast->rescored, 64);
+  EXPECT_GT(fast->first_pass_seconds, 0);
+  ASSERT_EQ(fast->chosen.size(), 40u);
+  for (int64_t p = 3100; p < 3106; ++p) {
+    EXPECT_NE(std::find(fast->chosen.begin(), fast->chosen.end(), p), fast->chosen.end()) << p;
+  }
+  params.scoring = ScoringMode::kExact;
+  absl::StatusOr<SelectionOutcome> exact =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(exact.ok());
+  EXPECT_FALSE(exact->fast);
+  EXPECT_EQ(exact->rescored, 3000);
+  // The same rows, in the same order; burst rows that were not rescored have NaN scores,
+  // and the rescored ones agree with the exact scores within the normalizer estimate.
+  EXPECT_EQ(fast->chosen, exact->chosen);
+  int rescored_rows = 0;
+  for (size_t i = 0; i < fast->chosen.size(); ++i) {
+    if (std::isnan(fast->scores[i])) continue;
+    ++rescored_rows;
+    EXPECT_NEAR(fast->scores[i], exact->scores[i], 0.05 * exact->scores[i]) << i;
+  }
+  EXPECT_GE(rescored_rows, 6);
+}
+
+TEST(RepairPipeline, FastModeRescoresMoreWhenThePackerRunsOutOfAnchors) {
+  Fixture f(3000, 2100, 6);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);
+  PipelineOptions options;
+  options.fast_first_round = 16;
+  options.fast_oversample = 1;
+  options.fast_sample_rows = 16;
+  RepairPipeline pipeline(cpu.get(), options);
+  const DecodedSignal signal = AlongE0(1);
+  RepairParams params;
+  params.pack.budget = 100;  // no bursts: 100 anchors, more than the first 16 rescored
+  params.pack.burst_left = 0;
+  params.pack.burst_right = 0;
+  params.scoring = ScoringMode::kFast;
+  absl::StatusOr<SelectionOutcome> out =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->chosen.size(), 100u);
+  EXPECT_GE(out->rescored, 100);
+  for (size_t i = 1; i < out->scores.size(); ++i) EXPECT_GE(out->scores[i - 1], out->scores[i]);
+  EXPECT_FALSE(std::isnan(out->scores.back()));  // no bursts: every row is a rescored anchor
+}
+
+TEST(RepairPipeline, AutoScoresExactlyUpToTheThreshold) {
+  Fixture f(300, 120, 6);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(1);
+  const DecodedSignal signal = AlongE0(2);
+  RepairParams params;
+  params.pack.budget = 10;
+  for (int64_t threshold : {300, 299}) {
+    PipelineOptions options;
+    options.fast_min_candidates = threshold;
+    RepairPipeline pipeline(cpu.get(), options);
+    absl::StatusOr<SelectionOutcome> out =
+        pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+    ASSERT_TRUE(out.ok());
+    EXPECT_EQ(out->fast, threshold < 300) << threshold;
+  }
 }
 
 TEST(RepairPipeline, StopsWhenTheDeadlinePasses) {

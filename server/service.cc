@@ -300,11 +300,21 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
   summary.set_payload_chunks(static_cast<int32_t>(plan.size()));
   summary.set_payload_bytes(PlanBytes(plan, session.geometry()));
   summary.set_scorer(std::string(pipeline_->scorer_name()));
+  if (!replayed && params->selector == scorer::SelectorKind::kRepairKv) {
+    summary.set_scoring_mode(outcome.fast ? v1::SCORING_MODE_FAST : v1::SCORING_MODE_EXACT);
+    summary.set_rescored(outcome.rescored);
+    summary.mutable_timings()->set_first_pass_seconds(outcome.first_pass_seconds);
+    summary.mutable_timings()->set_rescore_seconds(outcome.rescore_seconds);
+  }
   metrics_->repairs().Increment();
   if (!replayed) {  // a replay promotes nothing new
     metrics_->promoted_rows().Increment(static_cast<double>(outcome.chosen.size()));
     metrics_->ObserveRepairStage("score", outcome.score_seconds);
     metrics_->ObserveRepairStage("select", outcome.select_seconds);
+    if (outcome.fast) {
+      metrics_->ObserveRepairStage("first_pass", outcome.first_pass_seconds);
+      metrics_->ObserveRepairStage("rescore", outcome.rescore_seconds);
+    }
   }
 
   v1::StageTimings timings = summary.timings();

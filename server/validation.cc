@@ -134,6 +134,20 @@ absl::StatusOr<RepairParams> ValidateRepairRequest(const v1::RepairRequest& requ
       return absl::InvalidArgumentError(
           absl::StrCat("selector: unknown value ", static_cast<int>(request.selector())));
   }
+  switch (request.scoring_mode()) {
+    case v1::SCORING_MODE_AUTO:
+      params.scoring = ScoringMode::kAuto;
+      break;
+    case v1::SCORING_MODE_EXACT:
+      params.scoring = ScoringMode::kExact;
+      break;
+    case v1::SCORING_MODE_FAST:
+      params.scoring = ScoringMode::kFast;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("scoring_mode: unknown value ", static_cast<int>(request.scoring_mode())));
+  }
   switch (request.return_mode()) {
     case v1::RETURN_MODE_UNSPECIFIED:
     case v1::RETURN_MODE_PAYLOAD:

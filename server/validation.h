@@ -37,8 +37,11 @@ absl::Status ValidateSessionId(absl::string_view field, absl::string_view id, bo
 absl::Status ValidateTenant(absl::string_view tenant);
 
 // Repair settings after defaults are applied.
+enum class ScoringMode { kAuto, kExact, kFast };
+
 struct RepairParams {
   scorer::SelectorKind selector = scorer::SelectorKind::kRepairKv;
+  ScoringMode scoring = ScoringMode::kAuto;
   scorer::PackOptions pack;
   bool positions_only = false;
 };

@@ -55,6 +55,7 @@ TEST(ValidateRepairRequest, AppliesDefaults) {
   EXPECT_EQ(p->pack.burst_left, kDefaultBurstLeft);
   EXPECT_EQ(p->pack.burst_right, kDefaultBurstRight);
   EXPECT_EQ(p->selector, scorer::SelectorKind::kRepairKv);
+  EXPECT_EQ(p->scoring, ScoringMode::kAuto);
   EXPECT_FALSE(p->positions_only);
 
   v1::RepairRequest r = GoodRepair();
@@ -62,8 +63,10 @@ TEST(ValidateRepairRequest, AppliesDefaults) {
   r.set_burst_right(0);
   r.set_return_mode(v1::RETURN_MODE_POSITIONS);
   r.set_selector(v1::SELECTOR_OLDEST);
+  r.set_scoring_mode(v1::SCORING_MODE_FAST);
   p = ValidateRepairRequest(r);
   ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->scoring, ScoringMode::kFast);
   EXPECT_EQ(p->pack.burst_left, 0);  // explicit zero is not the default
   EXPECT_EQ(p->pack.burst_right, 0);
   EXPECT_TRUE(p->positions_only);
@@ -94,6 +97,8 @@ TEST(ValidateRepairRequest, RejectsEachBadField) {
        absl::StatusCode::kInvalidArgument, "selector"},
       {[](v1::RepairRequest& r) { r.set_return_mode(static_cast<v1::ReturnMode>(9)); },
        absl::StatusCode::kInvalidArgument, "return_mode"},
+      {[](v1::RepairRequest& r) { r.set_scoring_mode(static_cast<v1::ScoringMode>(7)); },
+       absl::StatusCode::kInvalidArgument, "scoring_mode"},
   };
   for (const Case& c : cases) {
     v1::RepairRequest r = GoodRepair();

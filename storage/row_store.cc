@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "gpu/sketch.h"
 #include "storage/segment.h"
 #include "storage/segment_codec.h"
 
@@ -32,6 +33,38 @@ void ScatterKeys(const std::byte* src, size_t count, std::byte* dst, size_t rows
     std::memcpy(&v, src + e * sizeof(Bits), sizeof(Bits));  // the chunk may be unaligned
     out[e * rows] = v;
   }
+}
+
+scorer::KeyType SketchKeyType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return scorer::KeyType::kFloat16;
+    case DType::kBFloat16:
+      return scorer::KeyType::kBFloat16;
+    default:
+      return scorer::KeyType::kFloat32;
+  }
+}
+
+// Writes slot `slot`'s score index entry of scoring layer `si` from one row's keys of that
+// layer ([kv][d]): the keys themselves and their sketch.
+void IndexRowKeys(const Geometry& geometry, const SegmentLayout& layout, Segment& segment,
+                  size_t si, int32_t slot, const std::byte* src) {
+  const size_t elems = layout.layer_row_bytes / layout.elem_bytes;  // kv_heads * head_dim
+  const size_t rows = static_cast<size_t>(layout.rows);
+  std::byte* dst = segment.index() + si * elems * rows * layout.elem_bytes;
+  if (layout.elem_bytes == 2) {
+    ScatterKeys<uint16_t>(src, elems, dst, rows, slot);
+  } else {
+    ScatterKeys<uint32_t>(src, elems, dst, rows, slot);
+  }
+  const size_t kv = static_cast<size_t>(geometry.num_kv_heads);
+  scorer::EncodeSketchRow(
+      SketchKeyType(geometry.dtype), src, geometry.num_kv_heads, geometry.head_dim, layout.rows,
+      slot,
+      segment.sketch_codes() +
+          scorer::SketchCodeBytes(1, geometry.num_kv_heads, geometry.head_dim, layout.rows) * si,
+      segment.sketch_scales() + si * kv * rows);
 }
 
 absl::Status CheckLayerRange(int32_t begin, int32_t end, int32_t num_layers) {
@@ -522,8 +555,6 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
     const int32_t si = scoring_index_of_layer_[static_cast<size_t>(l)];
     if (si >= 0) scoring.emplace_back(l, si);
   }
-  const size_t elems = lrb / layout_.elem_bytes;  // kv_heads * head_dim
-  const size_t rows = static_cast<size_t>(layout_.rows);
 
   // The rows of the chunk by segment, for the patches: (segment, [(row, chunk index)]).
   std::vector<std::pair<uint32_t, std::vector<std::pair<PatchRow, size_t>>>> by_segment;
@@ -554,15 +585,8 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
       std::memcpy(segment.values(slot, l), chunk.values.data() + src, lrb);
     }
     for (const auto& [l, si] : scoring) {
-      const std::byte* src =
-          chunk.keys.data() + (static_cast<size_t>(l - chunk.layer_begin) * n + i) * lrb;
-      std::byte* dst =
-          segment.index() + static_cast<size_t>(si) * elems * rows * layout_.elem_bytes;
-      if (layout_.elem_bytes == 2) {
-        ScatterKeys<uint16_t>(src, elems, dst, rows, slot);
-      } else {
-        ScatterKeys<uint32_t>(src, elems, dst, rows, slot);
-      }
+      IndexRowKeys(geometry_, layout_, segment, static_cast<size_t>(si), slot,
+                   chunk.keys.data() + (static_cast<size_t>(l - chunk.layer_begin) * n + i) * lrb);
     }
     if (!chunk.importance.empty()) segment.importance()[slot] = chunk.importance[i];
 
@@ -626,6 +650,8 @@ ScoreIndexView HostRowStore::View() const {
     if (segment == nullptr) continue;
     ScoreIndexView::Block& block = view.blocks.emplace_back();
     block.keys = segment->index();
+    block.sketch_codes = segment->sketch_codes();
+    block.sketch_scales = segment->sketch_scales();
     block.rows = segment->high_water();
     block.candidate = segment->candidate();
     block.positions = segment->positions();
@@ -890,21 +916,14 @@ absl::StatusOr<StageResult> HostRowStore::Stage() {
 }
 
 void HostRowStore::RebuildIndex(Segment& segment) const {
-  const size_t elems = layout_.layer_row_bytes / layout_.elem_bytes;
-  const size_t rows = static_cast<size_t>(layout_.rows);
   for (size_t si = 0; si < geometry_.scoring_layers.size(); ++si) {
     const int32_t l = geometry_.scoring_layers[si];
-    std::byte* dst = segment.index() + si * elems * rows * layout_.elem_bytes;
     for (int32_t slot = 0; slot < segment.high_water(); ++slot) {
       if (segment.positions()[slot] < 0) continue;
       const uint64_t word = segment.layer_mask()[static_cast<size_t>(slot) * layout_.mask_words +
                                                  static_cast<size_t>(l / 64)];
       if ((word & (uint64_t{1} << (l % 64))) == 0) continue;
-      if (layout_.elem_bytes == 2) {
-        ScatterKeys<uint16_t>(segment.keys(slot, l), elems, dst, rows, slot);
-      } else {
-        ScatterKeys<uint32_t>(segment.keys(slot, l), elems, dst, rows, slot);
-      }
+      IndexRowKeys(geometry_, layout_, segment, si, slot, segment.keys(slot, l));
     }
   }
 }

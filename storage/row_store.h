@@ -55,6 +55,9 @@ struct ScoreIndexView {
   struct Block {
     // [scoring layer][kv_head][head_dim][block_capacity] of the session dtype.
     const void* keys = nullptr;
+    // Sketches of those keys (gpu/sketch.h): codes and scales.
+    const uint8_t* sketch_codes = nullptr;
+    const float* sketch_scales = nullptr;
     int32_t rows = 0;                    // slots in use
     const uint8_t* candidate = nullptr;  // [rows] 1 = complete and not promoted
     const int64_t* positions = nullptr;  // [rows]; position of each slot (-1 when free)

@@ -36,8 +36,11 @@ size_t Align64(size_t n) { return (n + 63) / 64 * 64; }
 // candidate, promoted, free list), each section padded to 64 bytes.
 uint64_t ExpectedSegmentBytes(const Geometry& g, size_t rows) {
   const size_t words = (static_cast<size_t>(g.num_layers) + 63) / 64;
-  return Align64(rows * g.RowBytes()) +
-         Align64(rows * g.scoring_layers.size() * g.LayerRowBytes()) + Align64(rows * 8) +
+  const size_t scoring = g.scoring_layers.size();
+  const size_t kv = static_cast<size_t>(g.num_kv_heads);
+  const size_t sketch_codes = scoring * kv * ((static_cast<size_t>(g.head_dim) + 3) / 4 * 4) * rows;
+  return Align64(rows * g.RowBytes()) + Align64(rows * scoring * g.LayerRowBytes()) +
+         Align64(sketch_codes) + Align64(scoring * kv * rows * 4) + Align64(rows * 8) +
          Align64(rows * 4) + Align64(rows * 8 * words) + Align64(rows * 2) + Align64(rows) +
          Align64(rows) + Align64(rows * 4);
 }

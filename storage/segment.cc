@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/memory/memory.h"
+#include "gpu/sketch.h"
 
 namespace kvtier::storage {
 namespace {
@@ -40,6 +41,12 @@ SegmentLayout SegmentLayout::For(const Geometry& geometry, int32_t rows) {
   };
   l.payload_bytes = AlignUp(std::max<size_t>(1, n * l.row_bytes));
   l.index = section(n * static_cast<size_t>(l.num_scoring_layers) * l.layer_row_bytes);
+  l.kv_heads = geometry.num_kv_heads;
+  l.sketch_groups = scorer::SketchGroups(geometry.head_dim);
+  l.sketch_codes = section(scorer::SketchCodeBytes(l.num_scoring_layers, geometry.num_kv_heads,
+                                                   geometry.head_dim, rows));
+  l.sketch_scales = section(
+      scorer::SketchScaleCount(l.num_scoring_layers, geometry.num_kv_heads, rows) * sizeof(float));
   l.positions = section(n * sizeof(int64_t));
   l.importance = section(n * sizeof(float));
   l.layer_mask = section(n * static_cast<size_t>(l.mask_words) * sizeof(uint64_t));
@@ -89,6 +96,18 @@ void Segment::ClearSlot(int32_t slot) {
   std::byte* column = index() + static_cast<size_t>(slot) * layout_.elem_bytes;
   for (size_t e = 0; e < elems; ++e) {
     std::memset(column + e * rows * layout_.elem_bytes, 0, layout_.elem_bytes);
+  }
+  // And its sketch, back to the bytes of a fresh segment (gpu/sketch.h layout).
+  const size_t heads =
+      static_cast<size_t>(layout_.num_scoring_layers) * static_cast<size_t>(layout_.kv_heads);
+  const size_t groups = static_cast<size_t>(layout_.sketch_groups);
+  uint8_t* codes = Array<uint8_t>(layout_.sketch_codes);
+  float* scales = Array<float>(layout_.sketch_scales);
+  const size_t tile = static_cast<size_t>(slot / 16) * groups * 64 + (slot % 16) * 4;
+  for (size_t h = 0; h < heads; ++h) {
+    for (size_t g = 0; g < groups; ++g)
+      std::memset(codes + h * groups * rows * 4 + tile + g * 64, 0, 4);
+    scales[h * rows + static_cast<size_t>(slot)] = 0.f;
   }
   positions()[slot] = -1;
   importance()[slot] = 0.f;

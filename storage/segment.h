@@ -32,16 +32,23 @@ struct SegmentLayout {
   size_t payload_bytes = 0;  // a multiple of kAlignment
 
   // Byte offsets of the head's sections, each aligned to kAlignment:
-  size_t index = 0;        // [scoring layer][kv][d][rows]: keys of the scoring layers
-  size_t positions = 0;    // int64_t [rows]; -1 when the slot is free
-  size_t importance = 0;   // float [rows]
-  size_t layer_mask = 0;   // uint64_t [rows][mask_words]; bit l set when layer l arrived
-  size_t layer_count = 0;  // uint16_t [rows]; bits set in the slot's layer_mask
-  size_t candidate = 0;    // uint8_t [rows]; 1 = complete and not promoted
-  size_t promoted = 0;     // uint8_t [rows]
-  size_t free_list = 0;    // int32_t [rows]; stack of released slots below the high-water mark
-  size_t head_bytes = 0;   // the head allocation, a multiple of kAlignment
-  size_t total_bytes = 0;  // head_bytes + payload_bytes
+  size_t index = 0;  // [scoring layer][kv][d][rows]: keys of the scoring layers
+  // Key sketches of the scoring layers for the fast mode (gpu/sketch.h): uint8 codes
+  // [scoring layer][kv][head_dim / 4 rounded up][rows][4] and float scales
+  // [scoring layer][kv][rows].
+  size_t sketch_codes = 0;
+  size_t sketch_scales = 0;
+  int32_t kv_heads = 0;       // of the geometry, for the sketch sections
+  int32_t sketch_groups = 0;  // head_dim / 4 rounded up
+  size_t positions = 0;       // int64_t [rows]; -1 when the slot is free
+  size_t importance = 0;      // float [rows]
+  size_t layer_mask = 0;      // uint64_t [rows][mask_words]; bit l set when layer l arrived
+  size_t layer_count = 0;     // uint16_t [rows]; bits set in the slot's layer_mask
+  size_t candidate = 0;       // uint8_t [rows]; 1 = complete and not promoted
+  size_t promoted = 0;        // uint8_t [rows]
+  size_t free_list = 0;       // int32_t [rows]; stack of released slots below the high-water mark
+  size_t head_bytes = 0;      // the head allocation, a multiple of kAlignment
+  size_t total_bytes = 0;     // head_bytes + payload_bytes
 
   static constexpr size_t kAlignment = 64;
 };
@@ -114,6 +121,11 @@ class Segment {
   // The segment's block of the score index: [scoring layer][kv][d][rows].
   std::byte* index() { return base() + layout_.index; }
   const std::byte* index() const { return base() + layout_.index; }
+
+  uint8_t* sketch_codes() { return Array<uint8_t>(layout_.sketch_codes); }
+  const uint8_t* sketch_codes() const { return Array<uint8_t>(layout_.sketch_codes); }
+  float* sketch_scales() { return Array<float>(layout_.sketch_scales); }
+  const float* sketch_scales() const { return Array<float>(layout_.sketch_scales); }
 
   int64_t* positions() { return Array<int64_t>(layout_.positions); }
   const int64_t* positions() const { return Array<int64_t>(layout_.positions); }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "gpu/sketch.h"
 #include "gtest/gtest.h"
 #include "storage/crc32c.h"
 #include "storage/kv_db.h"
@@ -163,6 +164,16 @@ class TieredStoreTest : public ::testing::Test {
         TierManager::Create(std::move(options), std::move(*db));
     ASSERT_TRUE(tiers.ok()) << tiers.status();
     tiers_ = std::move(*tiers);
+  }
+
+  // Sketch code bytes and scale count of one block (gpu/sketch.h).
+  size_t SketchBytes() const {
+    return scorer::SketchCodeBytes(static_cast<int32_t>(geometry_.scoring_layers.size()),
+                                   geometry_.num_kv_heads, geometry_.head_dim, kRows);
+  }
+  size_t SketchScales() const {
+    return scorer::SketchScaleCount(static_cast<int32_t>(geometry_.scoring_layers.size()),
+                                    geometry_.num_kv_heads, kRows);
   }
 
   StoreContext Context(const std::string& session = "s1", const std::string& tenant = "t",
@@ -395,6 +406,8 @@ TEST_F(TieredStoreTest, RecoveryRebuildsRowsFlagsAndScoreIndex) {
   TierManagerOptions o;
   OpenTiers(o);
   std::vector<std::byte> index_before;
+  std::vector<uint8_t> sketch_before;
+  std::vector<float> scales_before;
   RowCounts counts_before;
   {
     StoreClient& c = NewStore();
@@ -415,6 +428,8 @@ TEST_F(TieredStoreTest, RecoveryRebuildsRowsFlagsAndScoreIndex) {
     for (const auto& b : view.blocks) {
       const auto* p = static_cast<const std::byte*>(b.keys);
       index_before.insert(index_before.end(), p, p + block);
+      sketch_before.insert(sketch_before.end(), b.sketch_codes, b.sketch_codes + SketchBytes());
+      scales_before.insert(scales_before.end(), b.sketch_scales, b.sketch_scales + SketchScales());
     }
   }
   // A crash: nothing is shut down cleanly (the store is simply forgotten, the DB reopened).
@@ -447,6 +462,15 @@ TEST_F(TieredStoreTest, RecoveryRebuildsRowsFlagsAndScoreIndex) {
   }
   ASSERT_EQ(index_after.size(), index_before.size());
   EXPECT_TRUE(index_after == index_before);
+  // And so are the fast mode's sketches of them.
+  std::vector<uint8_t> sketch_after;
+  std::vector<float> scales_after;
+  for (const auto& b : view.blocks) {
+    sketch_after.insert(sketch_after.end(), b.sketch_codes, b.sketch_codes + SketchBytes());
+    scales_after.insert(scales_after.end(), b.sketch_scales, b.sketch_scales + SketchScales());
+  }
+  EXPECT_TRUE(sketch_after == sketch_before);
+  EXPECT_TRUE(scales_after == scales_before);
   // Promoted rows stay promoted, so Repair does not choose them twice.
   for (const auto& b : view.blocks) {
     for (int32_t s = 0; s < b.rows; ++s) {

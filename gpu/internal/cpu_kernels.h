@@ -48,6 +48,39 @@ struct KernelTable {
   void (*max_shifted)(const float* s, int n, float lse, float* rowmax);
 };
 
+// Probes per (scoring layer, kv head) in the fast mode's first pass (docs/FAST_MODE.md).
+inline constexpr int kSketchProbes = 4;
+// Probe codes are int8 in [-kSketchProbeMax, kSketchProbeMax], so that two products of a
+// key code (<= 255) and a probe code fit a signed 16-bit sum (AVX2's vpmaddubsw).
+inline constexpr int kSketchProbeMax = 63;
+
+// The first pass over one (scoring layer, kv head) of one block of sketches (gpu/sketch.h):
+// for r in [0, rows16) and m in [0, kSketchProbes),
+//   dot = sum_d codes[r / 16][d / 4][r % 16][d % 4] * probes[m][d]      (int32, exact)
+//   z_m = float(dot - 128 * sum_d probes[m][d]) * probe_scale[m] * row_scale[r] + bias[m]
+//   out[r] = max(out[r], max_m z_m)
+// with the two multiplies and the add rounded separately, so every table gives the same
+// bits. probes: [kSketchProbes][groups * 4]; codes: [capacity / 16][groups][16][4]; rows16
+// a multiple of 16.
+struct SketchProbes {
+  const int8_t* codes;       // [kSketchProbes][groups * 4]
+  const int32_t* code_sums;  // [kSketchProbes]: 128 * sum of the probe's codes
+  const float* scale;        // [kSketchProbes]
+  const float* bias;         // [kSketchProbes]
+};
+using SketchMaxFn = void (*)(const uint8_t* codes, int groups, int rows16,
+                             const SketchProbes& probes, const float* row_scale, float* out);
+void SketchMaxPortable(const uint8_t* codes, int groups, int rows16, const SketchProbes& probes,
+                       const float* row_scale, float* out);
+void SketchMaxAvx2(const uint8_t* codes, int groups, int rows16, const SketchProbes& probes,
+                   const float* row_scale, float* out);
+// AVX-512 VNNI (vpdpbusd); only when Avx512VnniSupported().
+void SketchMaxAvx512Vnni(const uint8_t* codes, int groups, int rows16, const SketchProbes& probes,
+                         const float* row_scale, float* out);
+bool Avx512VnniSupported();
+// The fastest first-pass kernel allowed at `isa`.
+SketchMaxFn SketchKernelFor(Isa isa);
+
 // Tables; each may only be called when IsaSupported(isa) holds.
 const KernelTable& PortableKernels();
 const KernelTable& Avx2Kernels();
