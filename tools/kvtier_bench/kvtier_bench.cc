@@ -9,6 +9,11 @@
 //
 //   kvtier-bench crc [--value_bytes=N]
 //
+//   kvtier-bench select [--rows=32768] [--layers=4] [--tokens=64] [--budgets=96,5000]
+//                       [--runs=5] [--exact_runs=1] [--queries=needle|mixed]
+//
+// select: the fast selection mode against the exact one on one store (recall.cc).
+//
 // crc: CRC32C of an N-byte record (a segment) with kvtier's checksum (SSE4.2 when the CPU
 // has it) and with RocksDB's implementation, side by side; one JSON line.
 //
@@ -30,10 +35,12 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "storage/crc32c.h"
 #include "storage/kv_db.h"
 #include "tools/kvtier_bench/ingest.h"
+#include "tools/kvtier_bench/recall.h"
 
 ABSL_FLAG(std::string, dir, "",
           "rocksdb: database directory, missing, empty or a RocksDB one (deleted and created)");
@@ -46,6 +53,19 @@ ABSL_FLAG(std::string, redis_socket, "", "ingest: Redis Unix socket");
 ABSL_FLAG(int32_t, redis_port, 0, "ingest: Redis TCP port on 127.0.0.1 (without a socket)");
 ABSL_FLAG(int64_t, rows, 8192, "ingest: rows of the 7B-class geometry (57,344 bytes each)");
 ABSL_FLAG(int32_t, reps, 3, "ingest: repetitions of every measurement");
+ABSL_FLAG(int32_t, layers, 4, "select: scoring layers of the 7B shape");
+ABSL_FLAG(int32_t, tokens, 64, "select: signal tokens T");
+ABSL_FLAG(std::vector<std::string>, budgets, std::vector<std::string>({"96", "5000"}),
+          "select: comma-separated K values");
+ABSL_FLAG(int32_t, runs, 5, "select: timed fast repairs per K");
+ABSL_FLAG(int32_t, exact_runs, 1, "select: timed exact repairs per K");
+ABSL_FLAG(std::string, queries, "needle", "select: needle or mixed");
+ABSL_FLAG(int64_t, first_round, 256, "select: fast mode's fewest rows rescored first");
+ABSL_FLAG(int64_t, oversample, 2, "select: fast mode's rescored rows per anchor K needs");
+ABSL_FLAG(int32_t, sample_rows, 256, "select: fast mode's normalizer sample");
+ABSL_FLAG(double, min_exact_over_fast, 0, "select: fail below this exact/fast ratio (0: off)");
+ABSL_FLAG(double, max_first_pass_over_floor, 0,
+          "select: fail above this first-pass/bandwidth-floor ratio (0: off)");
 
 namespace kvtier::bench {
 namespace {
@@ -210,6 +230,38 @@ int main(int argc, char** argv) {
   const std::string mode = positional[1];
   if (mode == "rocksdb") return kvtier::bench::RunRocksDb();
   if (mode == "crc") return kvtier::bench::RunCrc();
+  if (mode == "select") {
+    kvtier::bench::SelectBenchOptions options;
+    options.rows = absl::GetFlag(FLAGS_rows);
+    options.layers = absl::GetFlag(FLAGS_layers);
+    options.tokens = absl::GetFlag(FLAGS_tokens);
+    options.budgets.clear();
+    for (const std::string& k : absl::GetFlag(FLAGS_budgets)) {
+      int64_t v = 0;
+      if (!absl::SimpleAtoi(k, &v) || v < 1) {
+        std::fprintf(stderr, "--budgets: '%s' is not a positive integer\n", k.c_str());
+        return 2;
+      }
+      options.budgets.push_back(v);
+    }
+    options.runs = absl::GetFlag(FLAGS_runs);
+    options.exact_runs = absl::GetFlag(FLAGS_exact_runs);
+    options.queries = absl::GetFlag(FLAGS_queries);
+    options.first_round = absl::GetFlag(FLAGS_first_round);
+    options.oversample = absl::GetFlag(FLAGS_oversample);
+    options.sample_rows = absl::GetFlag(FLAGS_sample_rows);
+    options.min_exact_over_fast = absl::GetFlag(FLAGS_min_exact_over_fast);
+    options.max_first_pass_over_floor = absl::GetFlag(FLAGS_max_first_pass_over_floor);
+    if (options.first_round < 1 || options.oversample < 1 || options.sample_rows < 1) {
+      std::fprintf(stderr, "--first_round, --oversample and --sample_rows must be >= 1\n");
+      return 2;
+    }
+    if (options.queries != "needle" && options.queries != "mixed") {
+      std::fprintf(stderr, "--queries: must be needle or mixed\n");
+      return 2;
+    }
+    return kvtier::bench::RunSelectBench(options);
+  }
   if (mode == "ingest") {
     return kvtier::bench::RunIngest(kvtier::bench::IngestOptions{
         absl::GetFlag(FLAGS_server), absl::GetFlag(FLAGS_transport),
