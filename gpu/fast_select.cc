@@ -130,7 +130,8 @@ absl::Status FastScoring::Extend(int64_t total) {
 
 std::vector<int64_t> FastScoring::NextByProxy(int64_t count) const {
   const size_t n = proxy_.size();
-  auto eligible = [&](size_t slot) { return proxy_[slot] != kNegInfF && !rescored_[slot]; };
+  // NaN never passes (a proxy is finite for finite keys; NaN would be a bug upstream).
+  auto eligible = [&](size_t slot) { return proxy_[slot] > kNegInfF && !rescored_[slot]; };
   const int64_t remaining = candidates_ - static_cast<int64_t>(slots_.size());
   // A threshold from a strided sample that about 2 * count rows pass, so that the full
   // scan keeps few rows; -infinity (every row) when that is not enough.

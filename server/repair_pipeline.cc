@@ -150,9 +150,19 @@ absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
         scorer::SelectPositions(candidates, params.selector, params.pack);
     if (!selection.ok()) return selection.status();
     select_seconds += SecondsSince(start);
-    const bool filled = static_cast<int64_t>(selection->chosen.size()) >=
-                        std::min<int64_t>(params.pack.budget, fast.candidates());
-    if (filled || fast.all_rescored()) {
+    bool done = static_cast<int64_t>(selection->chosen.size()) >=
+                    std::min<int64_t>(params.pack.budget, fast.candidates()) ||
+                fast.all_rescored();
+    if (!done) {
+      // The packer ran out of rescored anchors: rescore twice as many rows (and stop if
+      // none is left to rescore).
+      start = std::chrono::steady_clock::now();
+      const size_t before = fast.slots().size();
+      if (absl::Status s = fast.Extend(2 * static_cast<int64_t>(before)); !s.ok()) return s;
+      out->score_seconds += SecondsSince(start);
+      done = fast.slots().size() == before;
+    }
+    if (done) {
       out->chosen = std::move(selection->chosen);
       out->scores.reserve(out->chosen.size());
       // Rows that only fill a burst were never scored exactly: NaN, not a made-up number.
@@ -162,12 +172,6 @@ absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
       }
       break;
     }
-    // The packer ran out of rescored anchors: rescore twice as many rows.
-    start = std::chrono::steady_clock::now();
-    if (absl::Status s = fast.Extend(2 * static_cast<int64_t>(fast.slots().size())); !s.ok()) {
-      return s;
-    }
-    out->score_seconds += SecondsSince(start);
   }
   out->candidates = fast.candidates();
   out->rescored = static_cast<int64_t>(fast.slots().size());
