@@ -25,6 +25,15 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// Candidate rows of a view (complete and not promoted).
+int64_t CountCandidates(const storage::ScoreIndexView& view) {
+  int64_t n = 0;
+  for (const auto& block : view.blocks) {
+    for (int32_t r = 0; r < block.rows; ++r) n += block.candidate[r] != 0;
+  }
+  return n;
+}
+
 }  // namespace
 
 absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore& store,
@@ -60,8 +69,10 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
                (params.scoring == ScoringMode::kAuto && candidates > options_.fast_min_candidates);
   }
   if (out.fast) {
-    if (absl::Status s = SelectFast(view, request, params, &out); !s.ok()) return s;
-    return out;
+    bool too_many = false;
+    if (absl::Status s = SelectFast(view, request, params, &out, &too_many); !s.ok()) return s;
+    if (!too_many) return out;
+    out = SelectionOutcome();  // K needs most of the rows: the exact mode costs less
   }
 
   std::vector<double> slot_scores;
@@ -104,7 +115,8 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
 
 absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
                                         const scorer::ScoreRequest& request,
-                                        const RepairParams& params, SelectionOutcome* out) const {
+                                        const RepairParams& params, SelectionOutcome* out,
+                                        bool* too_many) const {
   auto start = std::chrono::steady_clock::now();
   const int64_t width = int64_t{params.pack.burst_left} + params.pack.burst_right + 1;
   scorer::FastOptions fast_options;
@@ -112,6 +124,11 @@ absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
       std::max(options_.fast_first_round,
                options_.fast_oversample * ((params.pack.budget + width - 1) / width));
   fast_options.sample_rows = options_.fast_sample_rows;
+  const int64_t candidates_total = CountCandidates(view);
+  if (fast_options.first_round > candidates_total / 4) {
+    *too_many = true;
+    return absl::OkStatus();
+  }
   scorer::FastScoring fast(scorer_, &request, fast_options);
   if (absl::Status s = fast.Start(); !s.ok()) return s;
   out->score_seconds = SecondsSince(start);
@@ -158,6 +175,10 @@ absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
       // none is left to rescore).
       start = std::chrono::steady_clock::now();
       const size_t before = fast.slots().size();
+      if (2 * static_cast<int64_t>(before) > fast.candidates() / 4) {
+        *too_many = true;
+        return absl::OkStatus();
+      }
       if (absl::Status s = fast.Extend(2 * static_cast<int64_t>(before)); !s.ok()) return s;
       out->score_seconds += SecondsSince(start);
       done = fast.slots().size() == before;

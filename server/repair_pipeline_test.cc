@@ -148,6 +148,31 @@ TEST(RepairPipeline, FastModeRescoresMoreWhenThePackerRunsOutOfAnchors) {
   EXPECT_FALSE(std::isnan(out->scores.back()));  // no bursts: every row is a rescored anchor
 }
 
+TEST(RepairPipeline, FastModeFallsBackToExactWhenKNeedsMostRows) {
+  Fixture f(3000, 2100, 6);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);
+  PipelineOptions options;
+  options.fast_first_round = 64;
+  RepairPipeline pipeline(cpu.get(), options);
+  const DecodedSignal signal = AlongE0(1);
+  RepairParams params;
+  params.pack.budget = 1000;  // 1000 anchors: more than a quarter of the rows to rescore
+  params.pack.burst_left = 0;
+  params.pack.burst_right = 0;
+  params.scoring = ScoringMode::kFast;
+  absl::StatusOr<SelectionOutcome> fast =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  EXPECT_FALSE(fast->fast);
+  EXPECT_EQ(fast->rescored, 3000);
+  params.scoring = ScoringMode::kExact;
+  absl::StatusOr<SelectionOutcome> exact =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(exact.ok());
+  EXPECT_EQ(fast->chosen, exact->chosen);
+  EXPECT_EQ(fast->scores, exact->scores);
+}
+
 TEST(RepairPipeline, AutoScoresExactlyUpToTheThreshold) {
   Fixture f(300, 120, 6);
   std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(1);
@@ -157,6 +182,7 @@ TEST(RepairPipeline, AutoScoresExactlyUpToTheThreshold) {
   for (int64_t threshold : {300, 299}) {
     PipelineOptions options;
     options.fast_min_candidates = threshold;
+    options.fast_first_round = 16;
     RepairPipeline pipeline(cpu.get(), options);
     absl::StatusOr<SelectionOutcome> out =
         pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
