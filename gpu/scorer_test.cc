@@ -140,6 +140,28 @@ std::unique_ptr<Scorer> MakeScorer(Isa isa, int threads, int64_t cache_budget) {
 // ---------------------------------------------------------------------------------------
 // Golden cases.
 
+// A golden case's keys as blocks of `capacity` slots, and the request that scores them.
+struct GoldenStore {
+  GoldenStore(const golden::Case& c, int32_t capacity) {
+    const ScoreShape shape{c.num_layers, c.num_q_heads,   c.num_kv_heads,
+                           c.head_dim,   c.signal_tokens, KeyType::kFloat32};
+    store = BuildBlocks(shape, c.num_rows, capacity, [&](int64_t row, int l, int g) {
+      const int64_t index = ((int64_t{l} * c.num_kv_heads + g) * c.num_rows + row) * c.head_dim;
+      return reinterpret_cast<const uint8_t*>(&c.keys[index]);
+    });
+    request.shape = shape;
+    request.block_capacity = capacity;
+    request.blocks = store.blocks;
+    request.queries = c.queries;
+    request.lse_active = c.lse_active;
+  }
+  GoldenStore(const GoldenStore&) = delete;
+  GoldenStore& operator=(const GoldenStore&) = delete;
+
+  BlockStore store;
+  ScoreRequest request;  // points into store and the case
+};
+
 class GoldenTest : public ::testing::TestWithParam<int32_t> {};
 
 TEST_P(GoldenTest, CpuAndReferenceReproduceChosen) {
@@ -152,18 +174,9 @@ TEST_P(GoldenTest, CpuAndReferenceReproduceChosen) {
     absl::StatusOr<golden::Case> loaded = golden::LoadCase(dir);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     const golden::Case& c = *loaded;
-    ScoreShape shape{c.num_layers, c.num_q_heads,   c.num_kv_heads,
-                     c.head_dim,   c.signal_tokens, KeyType::kFloat32};
-    BlockStore store = BuildBlocks(shape, c.num_rows, capacity, [&](int64_t row, int l, int g) {
-      const int64_t index = ((int64_t{l} * c.num_kv_heads + g) * c.num_rows + row) * c.head_dim;
-      return reinterpret_cast<const uint8_t*>(&c.keys[index]);
-    });
-    ScoreRequest request;
-    request.shape = shape;
-    request.block_capacity = capacity;
-    request.blocks = store.blocks;
-    request.queries = c.queries;
-    request.lse_active = c.lse_active;
+    const GoldenStore golden_store(c, capacity);
+    const BlockStore& store = golden_store.store;
+    const ScoreRequest& request = golden_store.request;
 
     std::vector<double> slots(store.blocks.size() * capacity);
     for (int use_reference = 0; use_reference < 2; ++use_reference) {
@@ -824,18 +837,9 @@ TEST(FastModeTest, GoldenCasesKeepNeedlesAndRecall) {
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     const golden::Case& c = *loaded;
     if (c.selector != "repairkv") continue;
-    ScoreShape shape{c.num_layers, c.num_q_heads,   c.num_kv_heads,
-                     c.head_dim,   c.signal_tokens, KeyType::kFloat32};
-    BlockStore store = BuildBlocks(shape, c.num_rows, 64, [&](int64_t row, int l, int g) {
-      const int64_t index = ((int64_t{l} * c.num_kv_heads + g) * c.num_rows + row) * c.head_dim;
-      return reinterpret_cast<const uint8_t*>(&c.keys[index]);
-    });
-    ScoreRequest request;
-    request.shape = shape;
-    request.block_capacity = 64;
-    request.blocks = store.blocks;
-    request.queries = c.queries;
-    request.lse_active = c.lse_active;
+    const GoldenStore golden_store(c, 64);
+    const BlockStore& store = golden_store.store;
+    const ScoreRequest& request = golden_store.request;
     std::vector<double> exact_slots(store.blocks.size() * 64);
     ASSERT_TRUE(cpu->Score(request, absl::MakeSpan(exact_slots)).ok());
 

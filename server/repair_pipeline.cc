@@ -10,28 +10,8 @@
 namespace kvtier::server {
 namespace {
 
-scorer::KeyType KeyTypeOf(storage::DType dtype) {
-  switch (dtype) {
-    case storage::DType::kFloat16:
-      return scorer::KeyType::kFloat16;
-    case storage::DType::kBFloat16:
-      return scorer::KeyType::kBFloat16;
-    default:
-      return scorer::KeyType::kFloat32;
-  }
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// Candidate rows of a view (complete and not promoted).
-int64_t CountCandidates(const storage::ScoreIndexView& view) {
-  int64_t n = 0;
-  for (const auto& block : view.blocks) {
-    for (int32_t r = 0; r < block.rows; ++r) n += block.candidate[r] != 0;
-  }
-  return n;
 }
 
 }  // namespace
@@ -58,7 +38,7 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
                      geometry.num_kv_heads,
                      geometry.head_dim,
                      signal->num_tokens,
-                     KeyTypeOf(geometry.dtype)};
+                     storage::ScorerKeyType(geometry.dtype)};
     request.block_capacity = view.block_capacity;
     request.blocks = blocks;
     request.queries = signal->queries;
@@ -70,7 +50,11 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
   }
   if (out.fast) {
     bool too_many = false;
-    if (absl::Status s = SelectFast(view, request, params, &out, &too_many); !s.ok()) return s;
+    if (absl::Status s =
+            SelectFast(view, request, params, store.counts().candidate, &out, &too_many);
+        !s.ok()) {
+      return s;
+    }
     if (!too_many) return out;
     out = SelectionOutcome();  // K needs most of the rows: the exact mode costs less
   }
@@ -115,8 +99,8 @@ absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore&
 
 absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
                                         const scorer::ScoreRequest& request,
-                                        const RepairParams& params, SelectionOutcome* out,
-                                        bool* too_many) const {
+                                        const RepairParams& params, int64_t candidates,
+                                        SelectionOutcome* out, bool* too_many) const {
   auto start = std::chrono::steady_clock::now();
   const int64_t width = int64_t{params.pack.burst_left} + params.pack.burst_right + 1;
   scorer::FastOptions fast_options;
@@ -124,8 +108,7 @@ absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
       std::max(options_.fast_first_round,
                options_.fast_oversample * ((params.pack.budget + width - 1) / width));
   fast_options.sample_rows = options_.fast_sample_rows;
-  const int64_t candidates_total = CountCandidates(view);
-  if (fast_options.first_round > candidates_total / 4) {
+  if (fast_options.first_round > candidates / 4) {
     *too_many = true;
     return absl::OkStatus();
   }

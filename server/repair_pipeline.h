@@ -63,11 +63,13 @@ class RepairPipeline {
   const PipelineOptions& options() const { return options_; }
 
  private:
-  // The fast mode: sketch pass, rescoring rounds until the packer has K rows. Sets
-  // *too_many when more than a quarter of the candidates would need rescoring (the caller
-  // then scores exactly, in place, instead of copying most of the index).
+  // The fast mode over the store's `candidates` candidate rows: sketch pass, rescoring
+  // rounds until the packer has K rows. Sets *too_many when more than a quarter of the
+  // candidates would need rescoring (the caller then scores exactly, in place, instead of
+  // copying most of the index).
   absl::Status SelectFast(const storage::ScoreIndexView& view, const scorer::ScoreRequest& request,
-                          const RepairParams& params, SelectionOutcome* out, bool* too_many) const;
+                          const RepairParams& params, int64_t candidates, SelectionOutcome* out,
+                          bool* too_many) const;
 
   scorer::Scorer* scorer_;
   PipelineOptions options_;

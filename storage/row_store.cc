@@ -35,17 +35,6 @@ void ScatterKeys(const std::byte* src, size_t count, std::byte* dst, size_t rows
   }
 }
 
-scorer::KeyType SketchKeyType(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat16:
-      return scorer::KeyType::kFloat16;
-    case DType::kBFloat16:
-      return scorer::KeyType::kBFloat16;
-    default:
-      return scorer::KeyType::kFloat32;
-  }
-}
-
 // Writes slot `slot`'s score index entry of scoring layer `si` from one row's keys of that
 // layer ([kv][d]): the keys themselves and their sketch.
 void IndexRowKeys(const Geometry& geometry, const SegmentLayout& layout, Segment& segment,
@@ -60,7 +49,7 @@ void IndexRowKeys(const Geometry& geometry, const SegmentLayout& layout, Segment
   }
   const size_t kv = static_cast<size_t>(geometry.num_kv_heads);
   scorer::EncodeSketchRow(
-      SketchKeyType(geometry.dtype), src, geometry.num_kv_heads, geometry.head_dim, layout.rows,
+      ScorerKeyType(geometry.dtype), src, geometry.num_kv_heads, geometry.head_dim, layout.rows,
       slot,
       segment.sketch_codes() +
           scorer::SketchCodeBytes(1, geometry.num_kv_heads, geometry.head_dim, layout.rows) * si,
@@ -1180,6 +1169,17 @@ absl::StatusOr<std::unique_ptr<RowStore>> RowStore::Recover(const Geometry& geom
     return s;
   }
   return store;
+}
+
+scorer::KeyType ScorerKeyType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return scorer::KeyType::kFloat16;
+    case DType::kBFloat16:
+      return scorer::KeyType::kBFloat16;
+    default:
+      return scorer::KeyType::kFloat32;
+  }
 }
 
 }  // namespace kvtier::storage

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "gpu/scorer.h"
 #include "storage/geometry.h"
 #include "storage/kv_db.h"
 #include "storage/quant/codec.h"
@@ -46,6 +47,9 @@ struct ReleaseResult {
   uint64_t bytes_freed = 0;
   absl::Status persisted;  // OK unless writing the release to disk failed
 };
+
+// The scorer's element type for keys of `dtype` (a validated session dtype).
+scorer::KeyType ScorerKeyType(DType dtype);
 
 // Read-only view of the score index for the scorer. Block b covers slots
 // [b * block_capacity, (b + 1) * block_capacity) of the store. Valid until the next
