@@ -68,6 +68,19 @@ absl::Status StreamPayload(Session& session, absl::Span<const int64_t> positions
   return absl::OkStatus();
 }
 
+// Index-only sessions return positions only: RETURN_MODE_UNSPECIFIED means positions there,
+// and an explicit RETURN_MODE_PAYLOAD is refused before anything changes.
+absl::Status ResolveReturnMode(const Session& session, v1::ReturnMode mode, bool* positions_only) {
+  if (!session.geometry().index_only) return absl::OkStatus();
+  if (mode == v1::RETURN_MODE_PAYLOAD) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("return_mode: session '", session.id(),
+                     "' is index-only (no payload stored); use RETURN_MODE_POSITIONS"));
+  }
+  *positions_only = true;
+  return absl::OkStatus();
+}
+
 uint64_t PlanBytes(const std::vector<PayloadSlice>& plan, const storage::Geometry& geometry) {
   uint64_t bytes = 0;
   for (const PayloadSlice& slice : plan) bytes += SliceBytes(slice, geometry);
@@ -237,6 +250,10 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
       registry_->Find(request.session_id(), absl::Now());
   if (!found.ok()) return found.status();
   Session& session = **found;
+  if (absl::Status s = ResolveReturnMode(session, request.return_mode(), &params->positions_only);
+      !s.ok()) {
+    return s;
+  }
   std::optional<DecodedSignal> signal;
   if (params->selector == scorer::SelectorKind::kRepairKv) {
     absl::StatusOr<DecodedSignal> decoded = DecodeSignal(request, session.geometry());
@@ -356,6 +373,11 @@ absl::Status KvTierService::DoPromote(const v1::PromoteRequest& request,
       registry_->Find(request.session_id(), absl::Now());
   if (!found.ok()) return found.status();
   Session& session = **found;
+  bool positions_only = request.return_mode() == v1::RETURN_MODE_POSITIONS;
+  if (absl::Status s = ResolveReturnMode(session, request.return_mode(), &positions_only);
+      !s.ok()) {
+    return s;
+  }
   const absl::Span<const int64_t> positions =
       absl::MakeConstSpan(request.positions().data(), request.positions().size());
 
@@ -364,7 +386,7 @@ absl::Status KvTierService::DoPromote(const v1::PromoteRequest& request,
     if (absl::Status s = session.store().MarkPromoted(positions); !s.ok()) return s;
     session.PublishCounts();
   }
-  const std::vector<PayloadSlice> plan = request.return_mode() == v1::RETURN_MODE_POSITIONS
+  const std::vector<PayloadSlice> plan = positions_only
                                              ? std::vector<PayloadSlice>()
                                              : PlanPayload(positions.size(), session.geometry());
   v1::PromoteResponse head;

@@ -76,6 +76,7 @@ absl::StatusOr<storage::Geometry> GeometryFromProto(const v1::Geometry& proto) {
   g.head_dim = proto.head_dim();
   g.dtype = DTypeFromProto(proto.dtype());
   g.scoring_layers.assign(proto.scoring_layers().begin(), proto.scoring_layers().end());
+  g.index_only = proto.index_only();
   if (absl::Status s = storage::ValidateAndNormalizeGeometry(g); !s.ok()) return s;
   return g;
 }
@@ -88,6 +89,7 @@ void GeometryToProto(const storage::Geometry& geometry, v1::Geometry* proto) {
   proto->set_dtype(DTypeToProto(geometry.dtype));
   proto->mutable_scoring_layers()->Assign(geometry.scoring_layers.begin(),
                                           geometry.scoring_layers.end());
+  proto->set_index_only(geometry.index_only);
 }
 
 absl::Status ValidateSessionId(absl::string_view field, absl::string_view id, bool allow_empty) {

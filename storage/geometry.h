@@ -29,11 +29,20 @@ struct Geometry {
   DType dtype = DType::kUnspecified;
   // Sorted, unique, in [0, num_layers). Empty before Normalize() means all layers.
   std::vector<int32_t> scoring_layers;
+  // Only the keys of the scoring layers are kept (the score index): no payload, no values,
+  // nothing persisted (docs/API.md, "Index-only sessions").
+  bool index_only = false;
 
   // Bytes of K (or of V) for one row and one layer: num_kv_heads * head_dim * elem.
   size_t LayerRowBytes() const;
-  // Bytes of K and V for one row and every layer.
-  size_t RowBytes() const { return 2 * LayerRowBytes() * static_cast<size_t>(num_layers); }
+  // Bytes of K and V for one row and every layer; 0 when index_only (no payload).
+  size_t RowBytes() const {
+    return index_only ? 0 : 2 * LayerRowBytes() * static_cast<size_t>(num_layers);
+  }
+  // Layers a row needs to be complete: the scoring layers when index_only, else all.
+  int32_t CompleteLayers() const {
+    return index_only ? static_cast<int32_t>(scoring_layers.size()) : num_layers;
+  }
 };
 
 // Checks `g` and fills scoring_layers (sorted; all layers when empty). On error returns

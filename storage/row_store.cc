@@ -113,7 +113,11 @@ class HostRowStore final : public RowStore {
         tiers_(ctx_.tiers),
         host_(tiers_ != nullptr ? &tiers_->host() : ctx_.host),
         db_(tiers_ != nullptr ? tiers_->db() : nullptr),
-        write_through_(db_ != nullptr && db_->durability() != Durability::kNone),
+        // Index-only sessions are never written to disk (docs/API.md): nothing to recover.
+        write_through_(db_ != nullptr && db_->durability() != Durability::kNone &&
+                       !geometry_.index_only),
+        // Nor moved between tiers: they have no payload to demote.
+        tracked_(tiers_ != nullptr && !geometry_.index_only),
         layout_(SegmentLayout::For(geometry_, ctx_.segment_rows)),
         scoring_index_of_layer_(static_cast<size_t>(geometry_.num_layers), -1) {
     for (size_t i = 0; i < geometry_.scoring_layers.size(); ++i) {
@@ -131,7 +135,7 @@ class HostRowStore final : public RowStore {
       tiers_->disk().AddSegments(-on_disk_);
       tiers_->RefundTenant(ctx_.tenant, quota_charged_);
       for (uint32_t id = 0; id < segments_.size(); ++id) {
-        if (segments_[id] != nullptr) tiers_->OnFreed(PageKey(id));
+        if (tracked_ && segments_[id] != nullptr) tiers_->OnFreed(PageKey(id));
       }
       tiers_->UnregisterOwner(owner_);
     }
@@ -181,6 +185,8 @@ class HostRowStore final : public RowStore {
   // Finds every position, all stored and complete, or returns NOT_FOUND /
   // FAILED_PRECONDITION naming the first offender. Fills `refs` (when not null) in order.
   absl::Status Resolve(absl::Span<const int64_t> positions, std::vector<SlotRef>* refs) const;
+  // An index-only chunk carries scoring layers only and no values.
+  absl::Status CheckIndexOnlyChunk(const OffloadChunk& chunk) const;
 
   // Takes a free slot for a new position: from an open segment (resident, not full), else
   // from the next of `fresh` (segments already allocated and charged for this chunk).
@@ -221,6 +227,7 @@ class HostRowStore final : public RowStore {
   TierBudget* const host_;
   KvDb* const db_;
   const bool write_through_;
+  const bool tracked_;  // the tier manager knows the segments (placement, demotion)
   const SegmentLayout layout_;
   std::vector<int32_t> scoring_index_of_layer_;  // [num_layers]; -1 when not a scoring layer
   uint32_t owner_ = 0;
@@ -246,6 +253,21 @@ class HostRowStore final : public RowStore {
   RowCounts counts_;
 };
 
+absl::Status HostRowStore::CheckIndexOnlyChunk(const OffloadChunk& chunk) const {
+  if (!chunk.values.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "values: must be empty in an index-only session, got ", chunk.values.size(), " bytes"));
+  }
+  for (int32_t l = chunk.layer_begin; l < chunk.layer_end; ++l) {
+    if (scoring_index_of_layer_[static_cast<size_t>(l)] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer_begin: layer ", l, " of [", chunk.layer_begin, ", ", chunk.layer_end,
+          ") is not a scoring layer; an index-only session stores scoring layers only"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status HostRowStore::Resolve(absl::Span<const int64_t> positions,
                                    std::vector<SlotRef>* refs) const {
   if (refs != nullptr) refs->resize(positions.size());
@@ -259,7 +281,7 @@ absl::Status HostRowStore::Resolve(absl::Span<const int64_t> positions,
     if (!segment.complete(it->second.slot)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "positions[", i, "]: position ", positions[i], " is missing layers (",
-          segment.layer_count()[it->second.slot], " of ", geometry_.num_layers, " arrived)"));
+          segment.layer_count()[it->second.slot], " of ", layout_.complete_layers, " arrived)"));
     }
     if (refs != nullptr) (*refs)[i] = it->second;
   }
@@ -282,7 +304,7 @@ uint32_t HostRowStore::InstallSegment(std::unique_ptr<Segment> segment) {
   ++live_segments_;
   ++resident_segments_;
   host_->AddSegments(1);
-  if (tiers_ != nullptr) tiers_->OnCreated(PageKey(id), layout_.total_bytes);
+  if (tracked_) tiers_->OnCreated(PageKey(id), layout_.total_bytes);
   return id;
 }
 
@@ -325,7 +347,7 @@ void HostRowStore::NoteDemoted(uint32_t id) {
 }
 
 void HostRowStore::NoteAccess(uint32_t id, bool resident) {
-  if (tiers_ == nullptr) return;
+  if (!tracked_) return;
   const int64_t first = static_cast<int64_t>(id) * layout_.rows;
   tiers_->OnAccess(PageKey(id), layout_.total_bytes, resident, first, first + layout_.rows);
 }
@@ -354,7 +376,7 @@ uint64_t HostRowStore::FreeSegment(uint32_t id, KvBatch* batch) {
     disk_charged_ -= segment.tier.disk_bytes;
     tiers_->RefundTenant(ctx_.tenant, layout_.total_bytes);
     quota_charged_ -= layout_.total_bytes;
-    tiers_->OnFreed(PageKey(id));
+    if (tracked_) tiers_->OnFreed(PageKey(id));
   }
   host_->Free(freed);
   charged_ -= freed;
@@ -455,8 +477,10 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
   if (absl::Status s = CheckBytes("keys", chunk.keys.size(), expected, layers, n, lrb); !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckBytes("values", chunk.values.size(), expected, layers, n, lrb);
-      !s.ok()) {
+  if (geometry_.index_only) {
+    if (absl::Status s = CheckIndexOnlyChunk(chunk); !s.ok()) return s;
+  } else if (absl::Status s = CheckBytes("values", chunk.values.size(), expected, layers, n, lrb);
+             !s.ok()) {
     return s;
   }
   if (!chunk.importance.empty() && chunk.importance.size() != n) {
@@ -552,7 +576,7 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
   OffloadResult result;
   result.rows_written = static_cast<int64_t>(n);
   result.new_rows = new_rows;
-  result.bytes = 2 * expected;
+  result.bytes = geometry_.index_only ? expected : 2 * expected;
   size_t next_fresh = 0;
   for (size_t i = 0; i < n; ++i) {
     const int64_t p = chunk.positions[i];
@@ -568,7 +592,7 @@ absl::StatusOr<OffloadResult> HostRowStore::Offload(const OffloadChunk& chunk) {
     Segment& segment = *segments_[ref.segment];
     const int32_t slot = ref.slot;
 
-    for (int32_t l = chunk.layer_begin; l < chunk.layer_end; ++l) {
+    for (int32_t l = chunk.layer_begin; l < chunk.layer_end && !geometry_.index_only; ++l) {
       const size_t src = (static_cast<size_t>(l - chunk.layer_begin) * n + i) * lrb;
       std::memcpy(segment.keys(slot, l), chunk.keys.data() + src, lrb);
       std::memcpy(segment.values(slot, l), chunk.values.data() + src, lrb);
@@ -676,6 +700,10 @@ absl::Status HostRowStore::MarkPromoted(absl::Span<const int64_t> positions) {
 absl::Status HostRowStore::Gather(absl::Span<const int64_t> positions, int32_t layer_begin,
                                   int32_t layer_end, absl::Span<std::byte> keys,
                                   absl::Span<std::byte> values) {
+  if (geometry_.index_only) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "session '", ctx_.session_id, "' is index-only: it stores no payload to return"));
+  }
   if (absl::Status s = CheckLayerRange(layer_begin, layer_end, geometry_.num_layers); !s.ok()) {
     return s;
   }
@@ -799,6 +827,9 @@ absl::Status HostRowStore::Drop() {
 }
 
 absl::StatusOr<DemotionPlan> HostRowStore::PrepareDemotion(uint32_t id) {
+  if (geometry_.index_only) {
+    return absl::FailedPreconditionError("an index-only session has no payload to demote");
+  }
   if (db_ == nullptr) return absl::FailedPreconditionError("no disk tier");
   if (id >= segments_.size() || segments_[id] == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("segment ", id, " does not exist"));

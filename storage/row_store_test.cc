@@ -697,6 +697,85 @@ TEST(RowStore, GatherErrors) {
   EXPECT_TRUE(store->Gather({}, 0, 3, {}, {}).ok());
 }
 
+// Index-only: scoring layers' keys only, no payload; complete once every scoring layer
+// arrived; chunks with values or other layers refused without a change; no Gather.
+TEST(RowStore, IndexOnlyKeepsScoringKeysOnly) {
+  Geometry g = MakeGeometry(DType::kFloat16, 4, {1, 3});
+  g.index_only = true;
+  TierBudget budget("host", 1 << 24);
+  auto store = RowStore::Create(g, &budget, 16);
+  const size_t lrb = g.LayerRowBytes();
+  const std::vector<int64_t> positions = Range(10, 30);  // two segments
+  std::mt19937_64 rng(5);
+  std::map<int32_t, Bytes> keys_of;  // layer -> [row][kv][d]
+  auto offload = [&](int32_t lb, int32_t le, size_t value_bytes) {
+    Bytes keys(static_cast<size_t>(le - lb) * positions.size() * lrb);
+    for (size_t i = 1; i < keys.size(); i += 2) keys[i] = static_cast<std::byte>(rng() & 0x3b);
+    const Bytes values(value_bytes, std::byte{1});
+    OffloadChunk chunk;
+    chunk.positions = positions;
+    chunk.layer_begin = lb;
+    chunk.layer_end = le;
+    chunk.keys = keys;
+    chunk.values = values;
+    absl::StatusOr<OffloadResult> r = store->Offload(chunk);
+    if (r.ok()) keys_of[lb] = keys;
+    return r;
+  };
+  absl::StatusOr<OffloadResult> r = offload(1, 2, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows_completed, 0);
+  EXPECT_EQ(r->bytes, positions.size() * lrb);  // keys only
+  EXPECT_EQ(store->counts().stored, 20);
+  EXPECT_EQ(store->counts().complete, 0);
+
+  const Snapshot before = Snapshot::Of(*store, budget, g);
+  r = offload(3, 4, positions.size() * lrb);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(StartsWith(r.status().message(), "values: must be empty")) << r.status();
+  r = offload(2, 4, 0);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(StartsWith(r.status().message(), "layer_begin: layer 2 ")) << r.status();
+  Snapshot::Of(*store, budget, g).ExpectEq(before);
+
+  r = offload(3, 4, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows_completed, 20);
+  EXPECT_EQ(store->counts().candidate, 20);
+  // Two segments of head only: no payload bytes anywhere.
+  EXPECT_EQ(SegmentLayout::For(g, 16).payload_bytes, 0u);
+  EXPECT_EQ(store->bytes(), 2 * ExpectedSegmentBytes(g, 16));
+  EXPECT_EQ(budget.used_bytes(), store->bytes());
+
+  // The score index holds both scoring layers' keys of every row.
+  const ScoreIndexView view = store->View();
+  ASSERT_EQ(view.blocks.size(), 2u);
+  const size_t kvd = lrb / 2;
+  for (size_t b = 0; b < 2; ++b) {
+    const auto* index = static_cast<const uint16_t*>(view.blocks[b].keys);
+    for (int32_t slot = 0; slot < view.blocks[b].rows; ++slot) {
+      const size_t row = static_cast<size_t>(view.blocks[b].positions[slot] - 10);
+      for (size_t si = 0; si < 2; ++si) {
+        const Bytes& sent = keys_of[si == 0 ? 1 : 3];
+        for (size_t e = 0; e < kvd; ++e) {
+          uint16_t want;
+          std::memcpy(&want, sent.data() + row * lrb + 2 * e, 2);
+          ASSERT_EQ(index[(si * kvd + e) * 16 + static_cast<size_t>(slot)], want)
+              << "row " << row << " scoring layer " << si << " element " << e;
+        }
+      }
+    }
+  }
+
+  Bytes k(lrb), v(lrb);
+  const absl::Status gathered = store->Gather({10}, 1, 2, absl::MakeSpan(k), absl::MakeSpan(v));
+  EXPECT_EQ(gathered.code(), absl::StatusCode::kFailedPrecondition) << gathered;
+  ASSERT_TRUE(store->MarkPromoted({10, 11}).ok());
+  EXPECT_EQ(store->counts().candidate, 18);
+  EXPECT_EQ(store->Release(positions).rows_released, 20);
+  EXPECT_EQ(budget.used_bytes(), 0u);
+}
+
 TEST(RowStore, ManyRowsOverManySegments) {
   const Geometry g = MakeGeometry(DType::kFloat16, 6, {0, 5});
   TierBudget budget("host", 1 << 28);

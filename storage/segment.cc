@@ -27,6 +27,7 @@ SegmentLayout SegmentLayout::For(const Geometry& geometry, int32_t rows) {
   l.rows = rows;
   l.num_layers = geometry.num_layers;
   l.num_scoring_layers = static_cast<int32_t>(geometry.scoring_layers.size());
+  l.complete_layers = geometry.CompleteLayers();
   l.mask_words = (geometry.num_layers + 63) / 64;
   l.elem_bytes = static_cast<size_t>(DTypeSize(geometry.dtype));
   l.layer_row_bytes = geometry.LayerRowBytes();
@@ -39,7 +40,7 @@ SegmentLayout SegmentLayout::For(const Geometry& geometry, int32_t rows) {
     offset = AlignUp(offset + bytes);
     return at;
   };
-  l.payload_bytes = AlignUp(std::max<size_t>(1, n * l.row_bytes));
+  l.payload_bytes = geometry.index_only ? 0 : AlignUp(std::max<size_t>(1, n * l.row_bytes));
   l.index = section(n * static_cast<size_t>(l.num_scoring_layers) * l.layer_row_bytes);
   l.kv_heads = geometry.num_kv_heads;
   l.sketch_groups = scorer::SketchGroups(geometry.head_dim);
@@ -61,8 +62,8 @@ SegmentLayout SegmentLayout::For(const Geometry& geometry, int32_t rows) {
 
 std::unique_ptr<Segment> Segment::Allocate(const SegmentLayout& layout) {
   Memory head(AlignedAlloc(layout.head_bytes));
-  Memory payload(AlignedAlloc(layout.payload_bytes));
-  if (head == nullptr || payload == nullptr) return nullptr;
+  Memory payload(layout.payload_bytes > 0 ? AlignedAlloc(layout.payload_bytes) : nullptr);
+  if (head == nullptr || (payload == nullptr && layout.payload_bytes > 0)) return nullptr;
   // The payload is written before it is read (Gather needs complete rows), so it is left
   // uninitialized: zeroing it would touch every page of a segment up front. The score
   // index and the metadata are zeroed: the scorer streams whole blocks, free slots included.
@@ -143,7 +144,7 @@ int32_t Segment::AcquireSlot(int64_t position) {
   positions()[slot] = position;
   // Layers that have not arrived read as zeros, never as another row's (or another
   // tenant's) old bytes: the payload is written to disk whole, and quantized by groups.
-  if (resident()) {
+  if (payload_ != nullptr) {
     std::memset(payload_.get() + static_cast<size_t>(slot) * layout_.row_bytes, 0,
                 layout_.row_bytes);
   }

@@ -23,13 +23,14 @@ struct SegmentLayout {
   int32_t rows = 0;                // slots per segment
   int32_t num_layers = 0;          //
   int32_t num_scoring_layers = 0;  //
+  int32_t complete_layers = 0;     // layers a slot needs to be complete (Geometry::CompleteLayers)
   int32_t mask_words = 0;          // uint64_t words of one slot's layer bitset
   size_t elem_bytes = 0;           // bytes of one element of the session dtype
   size_t layer_row_bytes = 0;      // K (or V) of one row and one layer
   size_t row_bytes = 0;            // K and V of one row, every layer
 
   // The payload allocation: [rows] x (K [layer][kv][d], then V [layer][kv][d]).
-  size_t payload_bytes = 0;  // a multiple of kAlignment
+  size_t payload_bytes = 0;  // a multiple of kAlignment; 0 in an index-only session
 
   // Byte offsets of the head's sections, each aligned to kAlignment:
   size_t index = 0;  // [scoring layer][kv][d][rows]: keys of the scoring layers
@@ -79,8 +80,9 @@ class Segment {
     return layout_.head_bytes + (resident() ? layout_.payload_bytes : 0);
   }
 
-  // Whether the payload is in host RAM. Payload accessors require it.
-  bool resident() const { return payload_ != nullptr; }
+  // Whether the payload is in host RAM (always, for an index-only segment, which has none).
+  // Payload accessors require it and a payload.
+  bool resident() const { return payload_ != nullptr || layout_.payload_bytes == 0; }
   // Frees the payload (its bytes are on disk). Precondition: resident().
   void DropPayload() { payload_.reset(); }
   // Allocates an (uninitialized) payload; false when the host has no memory.
@@ -110,7 +112,7 @@ class Segment {
 
   // Marks layers [begin, end) of `slot` as arrived; returns how many had not arrived before.
   int32_t RecordLayers(int32_t slot, int32_t begin, int32_t end);
-  bool complete(int32_t slot) const { return layer_count()[slot] == layout_.num_layers; }
+  bool complete(int32_t slot) const { return layer_count()[slot] == layout_.complete_layers; }
 
   // K (or V) of one slot and one layer: layer_row_bytes bytes.
   std::byte* keys(int32_t slot, int32_t layer) { return Payload(slot, layer, 0); }

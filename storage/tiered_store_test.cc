@@ -526,6 +526,42 @@ TEST_F(TieredStoreTest, DurabilityNoneWritesOnlyDemotions) {
   ExpectRows(c.store(), geometry_, Range(0, 2 * kRows));
 }
 
+// An index-only session under wal durability writes nothing to disk, and its segments are
+// never demoted (there is no payload), even over the high watermark.
+TEST_F(TieredStoreTest, IndexOnlySessionIsNeitherPersistedNorDemoted) {
+  geometry_ = TestGeometry({0, 2});
+  geometry_.index_only = true;
+  TierManagerOptions o;
+  o.host_capacity_bytes = 4 * SegmentBytes();
+  OpenTiers(o, Durability::kWal);
+  StoreClient& c = NewStore();
+  ASSERT_TRUE(c.store().PersistSession("record").ok());
+  for (const int32_t layer : geometry_.scoring_layers) {
+    std::vector<std::byte> keys;
+    for (const int64_t p : Range(0, 3 * kRows)) {
+      const auto k = RowBytes(geometry_, p, layer, 0);
+      keys.insert(keys.end(), k.begin(), k.end());
+    }
+    const std::vector<int64_t> positions = Range(0, 3 * kRows);
+    OffloadChunk chunk;
+    chunk.positions = positions;
+    chunk.layer_begin = layer;
+    chunk.layer_end = layer + 1;
+    chunk.keys = keys;
+    ASSERT_TRUE(c.store().Offload(chunk).ok());
+  }
+  EXPECT_EQ(c.store().counts().candidate, 3 * kRows);
+  EXPECT_EQ(tiers_->db()->stats().writes.load(), 0u);
+  EXPECT_EQ(CountKeys(""), 0);
+  EXPECT_EQ(c.DemoteSegment(0), 0u);
+  EXPECT_EQ(c.store().segments_on_disk(), 0);
+  EXPECT_EQ(tiers_->host().used_bytes(), 3 * SegmentBytes());
+  int64_t data_loss = 0;
+  StoreClient* recovered = CrashAndRecover(o, &data_loss);
+  ASSERT_NE(recovered, nullptr);
+  EXPECT_EQ(recovered->store().counts().stored, 0);
+}
+
 // Segment keys of sessions that `keep` rejects are deleted; kept sessions keep every key.
 TEST_F(TieredStoreTest, DeleteSessionsUnlessRemovesOrphanedKeysOnly) {
   TierManagerOptions o;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -158,6 +159,98 @@ TEST_P(FlowTest, OffloadSplitByLayersRoundTrips) {
   EXPECT_TRUE(promoted->payload.keys == expected.keys);
   EXPECT_TRUE(promoted->payload.values == expected.values);
   EXPECT_TRUE(tiny->ReleaseSession(session->id).ok());
+}
+
+// Index-only: the scoring layers' keys alone are sent and kept; Repair and Promote return
+// positions; asking for a payload or sending other layers or values is refused.
+TEST_P(FlowTest, IndexOnlySessionServesPositions) {
+  const synthetic::SyntheticKv kv(SmallOptions(3000, 31));
+  const std::vector<int32_t> scoring = {1, 3};
+  absl::StatusOr<TestSession> session =
+      OpenSession(*client_, kv, SessionOptions{"", "", scoring, /*index_only=*/true});
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_TRUE(session->info.geometry().index_only());
+  EXPECT_EQ(session->info.row_bytes(), 0u);
+  std::vector<size_t> rows(kv.positions().size());
+  std::iota(rows.begin(), rows.end(), size_t{0});
+  std::vector<uint16_t> keys(rows.size() * kv.LayerRowElements());
+  for (const int32_t layer : scoring) {
+    kv.FillKeys(layer, layer + 1, rows, absl::MakeSpan(keys));
+    OffloadBatch batch;
+    batch.positions = kv.positions();
+    batch.layer_begin = layer;
+    batch.layer_end = layer + 1;
+    batch.keys = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(keys.data()),
+                                     keys.size() * sizeof(uint16_t));
+    absl::StatusOr<v1::OffloadResponse> r = client_->Offload(session->id, session->geometry, batch);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->bytes(), keys.size() * sizeof(uint16_t));
+  }
+  // A layer that does not score, and values, are refused by the server.
+  v1::OffloadChunk bad;
+  bad.set_session_id(session->id);
+  bad.add_positions(kv.positions()[0]);
+  bad.set_layer_begin(2);
+  bad.set_layer_end(3);
+  bad.set_keys(std::string(session->geometry.LayerRowBytes(), '\0'));
+  absl::StatusOr<v1::OffloadResponse> refused = client_->OffloadChunks({bad});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("layer_begin"));
+  bad.set_layer_begin(1);
+  bad.set_layer_end(2);
+  bad.set_values(bad.keys());
+  refused = client_->OffloadChunks({bad});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("values"));
+  absl::StatusOr<v1::SessionInfo> info = client_->GetSession(session->id);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->rows_candidate(), 3000);
+
+  // The signal covers the two scoring layers: slice them out of the all-layer queries.
+  const int32_t tokens = 8;
+  const std::vector<float> all = kv.Queries(2, tokens, 2.0f, 1.0f, 102);
+  const size_t per_layer = all.size() / 4;
+  std::vector<float> queries;
+  for (const int32_t layer : scoring) {
+    queries.insert(queries.end(), all.begin() + layer * per_layer,
+                   all.begin() + (layer + 1) * per_layer);
+  }
+  v1::RepairRequest repair;
+  repair.set_session_id(session->id);
+  repair.set_budget(32);
+  repair.set_return_mode(v1::RETURN_MODE_PAYLOAD);
+  repair.mutable_signal()->set_num_tokens(tokens);
+  repair.mutable_signal()->set_queries(Float32Bytes(queries));
+  absl::StatusOr<RepairResult> result = client_->Repair(repair, session->geometry);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(result.status().message()), ::testing::HasSubstr("return_mode"));
+  info = client_->GetSession(session->id);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->rows_candidate(), 3000);  // the refused repair changed nothing
+
+  repair.set_return_mode(v1::RETURN_MODE_UNSPECIFIED);  // positions, in an index-only session
+  result = client_->Repair(repair, session->geometry);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->summary.chosen_size(), 32);
+  EXPECT_EQ(result->summary.payload_chunks(), 0);
+  EXPECT_THAT(result->payload.keys, IsEmpty());
+  const std::vector<int64_t> chosen(result->summary.chosen().begin(),
+                                    result->summary.chosen().end());
+  EXPECT_TRUE(Contains(chosen, kv.needles()[2].positions));
+
+  v1::PromoteRequest promote;
+  promote.set_session_id(session->id);
+  promote.add_positions(kv.positions()[0]);
+  promote.set_return_mode(v1::RETURN_MODE_PAYLOAD);
+  EXPECT_EQ(client_->Promote(promote, session->geometry).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  promote.set_return_mode(v1::RETURN_MODE_POSITIONS);
+  absl::StatusOr<PromoteResult> promoted = client_->Promote(promote, session->geometry);
+  ASSERT_TRUE(promoted.ok()) << promoted.status();
+  info = client_->GetSession(session->id);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->rows_promoted(), 33);
+  EXPECT_TRUE(client_->ReleaseSession(session->id).ok());
 }
 
 TEST_P(FlowTest, RequestIdReplayReturnsTheSameSelection) {

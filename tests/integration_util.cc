@@ -58,6 +58,7 @@ absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::Synthet
   request.set_session_id(options.id);
   request.set_tenant(options.tenant);
   for (const int32_t l : options.scoring_layers) request.mutable_geometry()->add_scoring_layers(l);
+  request.mutable_geometry()->set_index_only(options.index_only);
   return ToTestSession(client.OpenSession(request));
 }
 

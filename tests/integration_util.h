@@ -39,6 +39,7 @@ struct SessionOptions {
   std::string id;
   std::string tenant;
   std::vector<int32_t> scoring_layers;
+  bool index_only = false;
 };
 absl::StatusOr<TestSession> OpenSession(Client& client, const synthetic::SyntheticKv& kv,
                                         const SessionOptions& options);

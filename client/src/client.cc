@@ -47,6 +47,7 @@ absl::StatusOr<RowGeometry> RowGeometry::FromProto(const v1::Geometry& geometry)
   g.num_kv_heads = geometry.num_kv_heads();
   g.head_dim = geometry.head_dim();
   g.dtype_bytes = DTypeBytes(geometry.dtype());
+  g.index_only = geometry.index_only();
   if (g.num_layers <= 0) return absl::InvalidArgumentError("geometry.num_layers: must be > 0");
   if (g.num_kv_heads <= 0) return absl::InvalidArgumentError("geometry.num_kv_heads: must be > 0");
   if (g.head_dim <= 0) return absl::InvalidArgumentError("geometry.head_dim: must be > 0");

@@ -25,9 +25,11 @@ absl::Status ValidateBatch(const RowGeometry& geometry, const OffloadBatch& batc
     return absl::InvalidArgumentError(
         absl::StrCat("keys: ", batch.keys.size(), " bytes, expected ", expected));
   }
-  if (batch.values.size() != expected) {
+  const size_t expected_values = geometry.index_only ? 0 : expected;
+  if (batch.values.size() != expected_values) {
     return absl::InvalidArgumentError(
-        absl::StrCat("values: ", batch.values.size(), " bytes, expected ", expected));
+        absl::StrCat("values: ", batch.values.size(), " bytes, expected ", expected_values,
+                     geometry.index_only ? " (index-only session)" : ""));
   }
   if (!batch.importance.empty() && batch.importance.size() != batch.positions.size()) {
     return absl::InvalidArgumentError(absl::StrCat("importance: ", batch.importance.size(),
@@ -45,7 +47,8 @@ OffloadChunker::OffloadChunker(const std::string& session_id, const RowGeometry&
       layer_(batch.layer_begin),
       row_(0) {
   const int32_t num_layers = batch.layer_end - batch.layer_begin;
-  const size_t kv_layer_row = 2 * layer_row_bytes_;  // keys + values of one row-layer
+  // Keys + values of one row-layer (keys only in an index-only session).
+  const size_t kv_layer_row = (batch.values.empty() ? 1 : 2) * layer_row_bytes_;
   const size_t row_bytes = kv_layer_row * static_cast<size_t>(num_layers);
   if (row_bytes <= max_chunk_bytes) {
     layers_per_chunk_ = num_layers;
@@ -79,13 +82,13 @@ bool OffloadChunker::Next(v1::OffloadChunk* chunk) {
   std::string* keys = chunk->mutable_keys();
   std::string* values = chunk->mutable_values();
   keys->resize(run * static_cast<size_t>(layer_end - layer_));
-  values->resize(keys->size());
+  values->resize(batch_.values.empty() ? 0 : keys->size());
   for (int32_t l = layer_; l < layer_end; ++l) {
     const size_t src =
         (static_cast<size_t>(l - batch_.layer_begin) * num_rows + row_) * layer_row_bytes_;
     const size_t dst = static_cast<size_t>(l - layer_) * run;
     std::memcpy(keys->data() + dst, batch_.keys.data() + src, run);
-    std::memcpy(values->data() + dst, batch_.values.data() + src, run);
+    if (!batch_.values.empty()) std::memcpy(values->data() + dst, batch_.values.data() + src, run);
   }
 
   row_ = row_end;

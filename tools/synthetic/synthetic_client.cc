@@ -37,10 +37,11 @@ absl::StatusOr<OffloadedRange> OffloadRows(Client& client, const std::string& se
   const absl::Time start = absl::Now();
   const size_t elements =
       static_cast<size_t>(layer_end - layer_begin) * rows.size() * kv.LayerRowElements();
+  // An index-only session takes keys only.
   keys->resize(elements);
-  values->resize(elements);
+  values->resize(geometry.index_only ? 0 : elements);
   kv.FillKeys(layer_begin, layer_end, rows, absl::MakeSpan(*keys));
-  kv.FillValues(layer_begin, layer_end, rows, absl::MakeSpan(*values));
+  if (!geometry.index_only) kv.FillValues(layer_begin, layer_end, rows, absl::MakeSpan(*values));
   std::vector<int64_t> positions(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) positions[i] = kv.positions()[rows[i]];
   OffloadBatch batch;
@@ -50,7 +51,7 @@ absl::StatusOr<OffloadedRange> OffloadRows(Client& client, const std::string& se
   batch.keys = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(keys->data()),
                                    elements * sizeof(uint16_t));
   batch.values = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(values->data()),
-                                     elements * sizeof(uint16_t));
+                                     values->size() * sizeof(uint16_t));
   const absl::Time sent = absl::Now();
   absl::StatusOr<v1::OffloadResponse> response = client.Offload(session_id, geometry, batch);
   range.call_time = absl::Now() - sent;

@@ -37,7 +37,8 @@ struct OffloadedRange {
 
 // Offloads rows `rows` (row indices of `kv`) for layers [layer_begin, layer_end) in one
 // Offload call to session `session_id` of row geometry `geometry`. `keys`/`values` are
-// scratch buffers, reused across calls. Returns Client::Offload's error on failure.
+// scratch buffers, reused across calls; an index-only `geometry` sends keys only (the
+// layers must then be scoring layers). Returns Client::Offload's error on failure.
 absl::StatusOr<OffloadedRange> OffloadRows(Client& client, const std::string& session_id,
                                            const RowGeometry& geometry, const SyntheticKv& kv,
                                            int32_t layer_begin, int32_t layer_end,

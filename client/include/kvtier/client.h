@@ -68,6 +68,9 @@ struct RowGeometry {
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
   int32_t dtype_bytes = 0;  // 2 for fp16/bf16, 4 for fp32
+  // Index-only session (Geometry.index_only): batches carry scoring layers' keys only and
+  // no values.
+  bool index_only = false;
 
   // Bytes of the keys (or of the values) of one row in one layer.
   size_t LayerRowBytes() const {
@@ -97,7 +100,7 @@ struct OffloadBatch {
   // [layer_end - layer_begin][positions.size()][num_kv_heads][head_dim] elements of the
   // session dtype, little-endian.
   absl::Span<const uint8_t> keys;
-  absl::Span<const uint8_t> values;
+  absl::Span<const uint8_t> values;  // empty for an index-only session
   // Empty, or one first-stage eviction score per position.
   absl::Span<const float> importance;
 };
