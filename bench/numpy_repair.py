@@ -118,6 +118,20 @@ def blas_name():
         return ",".join(libs)
 
 
+def blas_threads():
+    """Threads the BLAS really uses: threadpoolctl's answer when it is installed (the
+    benchmark's virtual environment has it), else what the environment asks for."""
+    try:
+        from threadpoolctl import threadpool_info
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if pools:
+            return ", ".join(f"{p['internal_api']} {p.get('version')}: {p['num_threads']}"
+                             for p in pools)
+    except ImportError:
+        pass
+    return os.environ.get("OPENBLAS_NUM_THREADS", "default")
+
+
 def bench(args):
     rng = np.random.default_rng(args.seed)
     L, hq, hkv, d = args.layers, args.q_heads, args.kv_heads, args.head_dim
@@ -137,7 +151,7 @@ def bench(args):
         "impl": "numpy",
         "numpy": np.__version__,
         "blas": blas_name(),
-        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "blas_threads": blas_threads(),
         "rows": args.rows, "tokens": args.tokens, "layers": L, "q_heads": hq,
         "kv_heads": hkv, "head_dim": d, "budget": args.budget, "runs": args.runs,
         "median_s": statistics.median(times), "min_s": min(times),

@@ -23,19 +23,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "kvtier/client.h"
+#include "tools/kvtier_bench/bench_util.h"
 #include "tools/synthetic/synthetic_client.h"
 #include "tools/synthetic/synthetic_kv.h"
 
 namespace kvtier::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr size_t kBatchRows = 512;      // 28 MiB of K+V per batch
 constexpr size_t kPipelineBatches = 4;  // Redis: batches in flight
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 struct Batch {
   std::vector<int64_t> positions;

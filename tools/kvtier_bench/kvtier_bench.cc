@@ -1,5 +1,4 @@
-// kvtier-bench: kvtier's benchmark modes that need no daemon. One binary; more modes join
-// it as the performance work goes on (docs/PERFORMANCE.md).
+// kvtier-bench: kvtier's benchmark modes, in one binary (docs/PERFORMANCE.md).
 //
 //   kvtier-bench rocksdb --dir=DIR [--value_bytes=N] [--values=M] [--durability=wal]
 //   kvtier-bench ingest [--server=ADDR --transport=unix|tcp] [--redis_socket=PATH |
@@ -13,6 +12,13 @@
 //                       [--runs=5] [--exact_runs=1] [--queries=needle|mixed]
 //
 // select: the fast selection mode against the exact one on one store (recall.cc).
+//
+//   kvtier-bench envelope --server=ADDR [--rows=32768] [--layers=4] [--index_only]
+//                         [--tokens=64] [--budgets=96,5000] [--modes=exact,fast]
+//                         [--runs=30] [--exact_runs=30]
+//
+// envelope: repair latency per stage through a running kvtierd, exact and fast side by
+// side, with each mode's streaming-read floor (envelope.cc).
 //
 // crc: CRC32C of an N-byte record (a segment) with kvtier's checksum (SSE4.2 when the CPU
 // has it) and with RocksDB's implementation, side by side; one JSON line.
@@ -39,6 +45,8 @@
 #include "absl/strings/str_format.h"
 #include "storage/crc32c.h"
 #include "storage/kv_db.h"
+#include "tools/kvtier_bench/bench_util.h"
+#include "tools/kvtier_bench/envelope.h"
 #include "tools/kvtier_bench/ingest.h"
 #include "tools/kvtier_bench/recall.h"
 
@@ -47,18 +55,24 @@ ABSL_FLAG(std::string, dir, "",
 ABSL_FLAG(int64_t, value_bytes, int64_t{14} << 20, "rocksdb, crc: bytes per record");
 ABSL_FLAG(int64_t, values, 64, "rocksdb: records written and read");
 ABSL_FLAG(std::string, durability, "wal", "rocksdb: none, wal or sync");
-ABSL_FLAG(std::string, server, "", "ingest: kvtierd address (unix:///path.sock or host:port)");
+ABSL_FLAG(std::string, server, "",
+          "ingest, envelope: kvtierd address (unix:///path.sock or host:port)");
 ABSL_FLAG(std::string, transport, "unix", "ingest: label of --server's transport");
 ABSL_FLAG(std::string, redis_socket, "", "ingest: Redis Unix socket");
 ABSL_FLAG(int32_t, redis_port, 0, "ingest: Redis TCP port on 127.0.0.1 (without a socket)");
-ABSL_FLAG(int64_t, rows, 8192, "ingest: rows of the 7B-class geometry (57,344 bytes each)");
+ABSL_FLAG(int64_t, rows, 8192,
+          "ingest, select, envelope: rows of the 7B-class geometry (57,344 bytes each)");
 ABSL_FLAG(int32_t, reps, 3, "ingest: repetitions of every measurement");
-ABSL_FLAG(int32_t, layers, 4, "select: scoring layers of the 7B shape");
-ABSL_FLAG(int32_t, tokens, 64, "select: signal tokens T");
+ABSL_FLAG(int32_t, layers, 4, "select, envelope: scoring layers of the 7B shape");
+ABSL_FLAG(int32_t, tokens, 64, "select, envelope: signal tokens T");
 ABSL_FLAG(std::vector<std::string>, budgets, std::vector<std::string>({"96", "5000"}),
-          "select: comma-separated K values");
-ABSL_FLAG(int32_t, runs, 5, "select: timed fast repairs per K");
-ABSL_FLAG(int32_t, exact_runs, 1, "select: timed exact repairs per K");
+          "select, envelope: comma-separated K values");
+ABSL_FLAG(int32_t, runs, 5, "select, envelope: timed fast repairs per K");
+ABSL_FLAG(int32_t, exact_runs, 1, "select, envelope: timed exact repairs per K");
+ABSL_FLAG(bool, index_only, false,
+          "envelope: an index-only session (scoring layers' keys only) instead of full rows");
+ABSL_FLAG(std::vector<std::string>, modes, std::vector<std::string>({"exact", "fast"}),
+          "envelope: scoring modes, in order (exact first gives fast's recall@K)");
 ABSL_FLAG(std::string, queries, "needle", "select: needle or mixed");
 ABSL_FLAG(int64_t, first_round, 256, "select: fast mode's fewest rows rescored first");
 ABSL_FLAG(int64_t, oversample, 2, "select: fast mode's rescored rows per anchor K needs");
@@ -69,12 +83,6 @@ ABSL_FLAG(double, max_first_pass_over_floor, 0,
 
 namespace kvtier::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 std::string Key(int64_t i) { return absl::StrFormat("bench/%016x", i); }
 
@@ -210,6 +218,21 @@ int RunCrc() {
 }
 
 }  // namespace
+
+// --budgets as positive integers; false (with a message) when one is not.
+bool ParseBudgets(std::vector<int64_t>* budgets) {
+  budgets->clear();
+  for (const std::string& k : absl::GetFlag(FLAGS_budgets)) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(k, &v) || v < 1) {
+      std::fprintf(stderr, "--budgets: '%s' is not a positive integer\n", k.c_str());
+      return false;
+    }
+    budgets->push_back(v);
+  }
+  return true;
+}
+
 }  // namespace kvtier::bench
 
 int main(int argc, char** argv) {
@@ -219,6 +242,9 @@ int main(int argc, char** argv) {
       "  rocksdb   nvme tier write/flush/read throughput through KvDb (--dir, --value_bytes,\n"
       "            --values, --durability); one JSON line\n"
       "  crc       CRC32C of a --value_bytes record: kvtier's against RocksDB's\n"
+      "  select    fast vs exact selection on one in-process store (--rows, --layers, ...)\n"
+      "  envelope  repair latency per stage through a running kvtierd, exact and fast\n"
+      "            (--server, --rows, --layers, --index_only, --budgets, --runs, ...)\n"
       "  ingest    gRPC offload/promote beside Redis SET/GET and memcpy (--server,\n"
       "            --transport, --redis_socket, --redis_port, --rows, --reps)\n"
       "Every flag: kvtier-bench --helpfull");
@@ -235,15 +261,7 @@ int main(int argc, char** argv) {
     options.rows = absl::GetFlag(FLAGS_rows);
     options.layers = absl::GetFlag(FLAGS_layers);
     options.tokens = absl::GetFlag(FLAGS_tokens);
-    options.budgets.clear();
-    for (const std::string& k : absl::GetFlag(FLAGS_budgets)) {
-      int64_t v = 0;
-      if (!absl::SimpleAtoi(k, &v) || v < 1) {
-        std::fprintf(stderr, "--budgets: '%s' is not a positive integer\n", k.c_str());
-        return 2;
-      }
-      options.budgets.push_back(v);
-    }
+    if (!kvtier::bench::ParseBudgets(&options.budgets)) return 2;
     options.runs = absl::GetFlag(FLAGS_runs);
     options.exact_runs = absl::GetFlag(FLAGS_exact_runs);
     options.queries = absl::GetFlag(FLAGS_queries);
@@ -261,6 +279,32 @@ int main(int argc, char** argv) {
       return 2;
     }
     return kvtier::bench::RunSelectBench(options);
+  }
+  if (mode == "envelope") {
+    kvtier::bench::EnvelopeOptions options;
+    options.server = absl::GetFlag(FLAGS_server);
+    options.rows = absl::GetFlag(FLAGS_rows);
+    options.layers = absl::GetFlag(FLAGS_layers);
+    options.index_only = absl::GetFlag(FLAGS_index_only);
+    options.tokens = absl::GetFlag(FLAGS_tokens);
+    options.modes = absl::GetFlag(FLAGS_modes);
+    options.runs = absl::GetFlag(FLAGS_runs);
+    options.exact_runs = absl::GetFlag(FLAGS_exact_runs);
+    if (!kvtier::bench::ParseBudgets(&options.budgets)) return 2;
+    for (const std::string& m : options.modes) {
+      if (m != "exact" && m != "fast") {
+        std::fprintf(stderr, "--modes: '%s' is not exact or fast\n", m.c_str());
+        return 2;
+      }
+    }
+    if (options.server.empty() || options.rows < 1 || options.layers < 1 || options.layers > 28 ||
+        options.tokens < 1 || options.runs < 1 || options.exact_runs < 1) {
+      std::fprintf(stderr,
+                   "kvtier-bench envelope: need --server, --rows >= 1, --layers in [1, 28], "
+                   "--tokens, --runs and --exact_runs >= 1\n");
+      return 2;
+    }
+    return kvtier::bench::RunEnvelope(options);
   }
   if (mode == "ingest") {
     return kvtier::bench::RunIngest(kvtier::bench::IngestOptions{
