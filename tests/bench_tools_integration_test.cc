@@ -1,5 +1,12 @@
 // The benchmark tools against a real kvtierd: `kvtier-bench ingest` must offload and promote
-// through gRPC with every promoted byte equal to what it offloaded, and report throughput.
+// through gRPC with every promoted byte equal to what it offloaded, and report throughput;
+// `kvtier-bench envelope` must repair through the server in both modes, and
+// bench/envelope_report.py must turn its output into the tables.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -43,6 +50,57 @@ TEST(BenchTools, IngestOffloadsAndPromotesVerifiedBytes) {
     EXPECT_TRUE(absl::StrContains(line, "\"bytes\": 58720256")) << line;
     EXPECT_GT(Rate(line), 0) << line;
   }
+}
+
+// A small envelope (4096 index-only rows, 2 scoring layers): both modes find the needle,
+// the fast mode really runs fast, no payload is stored; the report script's tables follow.
+TEST(BenchTools, EnvelopeRepairsThroughTheServerAndReports) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start();
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  int exit_code = 0;
+  const std::string out = RunCommand(
+      absl::StrCat("'", KVTIER_BENCH_PATH, "' envelope --rows=4096 --layers=2 --index_only ",
+                   "--runs=2 --exact_runs=1 --budgets=64 --server='", (*daemon)->unix_target(),
+                   "'"),
+      &exit_code);
+  ASSERT_EQ(exit_code, 0) << out;
+  std::vector<std::string> lines = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << out;
+  EXPECT_TRUE(absl::StrContains(lines[0],
+                                "\"mode\": \"exact\", \"scored_as\": "
+                                "\"SCORING_MODE_EXACT\""))
+      << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], "\"rescored\": 4096")) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[1],
+                                "\"mode\": \"fast\", \"scored_as\": "
+                                "\"SCORING_MODE_FAST\""))
+      << lines[1];
+  for (const std::string& line : lines) {
+    EXPECT_TRUE(absl::StrContains(line, "\"needle_recall\": 1.0000")) << line;
+    EXPECT_TRUE(absl::StrContains(line, "\"chosen\": 64")) << line;
+    // Keys and sketches of 2 scoring layers and slot metadata: about 3.2 KB, no payload.
+    const size_t at = line.find("\"bytes_per_row\": ");
+    ASSERT_NE(at, std::string::npos) << line;
+    double per_row = 0;
+    ASSERT_TRUE(absl::SimpleAtod(line.substr(at + 17, line.find(',', at) - at - 17), &per_row));
+    EXPECT_GT(per_row, 3000);
+    EXPECT_LT(per_row, 4000);
+  }
+
+  const std::string dir = ::testing::TempDir() + "/envelope-report-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/envelope.jsonl") << out;
+  const std::string report =
+      RunCommand(absl::StrCat("/usr/bin/python3 '", KVTIER_SOURCE_DIR,
+                              "/bench/envelope_report.py' --no-plots --results='", dir, "' 2>&1"),
+                 &exit_code);
+  EXPECT_EQ(exit_code, 0) << report;
+  std::stringstream md;
+  md << std::ifstream(dir + "/envelope.md").rdbuf();
+  EXPECT_TRUE(absl::StrContains(md.str(), "| 4K | index-only | 2 | 64 | exact | 1 |")) << md.str();
+  EXPECT_TRUE(absl::StrContains(md.str(), "| 4K | index-only | 2 | 64 | fast | 2 |")) << md.str();
+  EXPECT_TRUE(std::filesystem::exists(dir + "/envelope.csv"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(BenchTools, IngestRefusesMissingTargets) {

@@ -160,7 +160,14 @@ int RunEnvelope(const EnvelopeOptions& options) {
         scored_as = v1::ScoringMode_Name(summary.scoring_mode());
         // Promoted rows become candidates again (outside the timed region).
         std::vector<size_t> back;
-        for (const int64_t p : chosen) back.push_back(static_cast<size_t>(kv.RowOf(p)));
+        for (const int64_t p : chosen) {
+          const int64_t row = kv.RowOf(p);
+          if (row < 0) {
+            return Fail("Repair", absl::InternalError(absl::StrCat("returned position ", p,
+                                                                   " that was never offloaded")));
+          }
+          back.push_back(static_cast<size_t>(row));
+        }
         if (absl::Status s = OffloadRowSet(client, id, *geometry, kv, layers, back, &keys, &values);
             !s.ok()) {
           return Fail("re-offload", s);
