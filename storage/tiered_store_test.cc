@@ -62,7 +62,7 @@ std::vector<std::byte> RowBytes(const Geometry& g, int64_t position, int32_t lay
   return out;
 }
 
-// Offloads layers [lb, le) of `positions` in one chunk.
+// Offloads layers [lb, le) of `positions` in one chunk (keys only in an index-only session).
 absl::StatusOr<OffloadResult> OffloadRows(RowStore& store, const Geometry& g,
                                           const std::vector<int64_t>& positions, int32_t lb = 0,
                                           int32_t le = kLayers, uint32_t version = 0) {
@@ -72,7 +72,7 @@ absl::StatusOr<OffloadResult> OffloadRows(RowStore& store, const Geometry& g,
       const auto k = RowBytes(g, p, l, 0, version);
       const auto v = RowBytes(g, p, l, 1, version);
       keys.insert(keys.end(), k.begin(), k.end());
-      values.insert(values.end(), v.begin(), v.end());
+      if (!g.index_only) values.insert(values.end(), v.begin(), v.end());  // keys only there
     }
   }
   OffloadChunk chunk;
@@ -537,18 +537,7 @@ TEST_F(TieredStoreTest, IndexOnlySessionIsNeitherPersistedNorDemoted) {
   StoreClient& c = NewStore();
   ASSERT_TRUE(c.store().PersistSession("record").ok());
   for (const int32_t layer : geometry_.scoring_layers) {
-    std::vector<std::byte> keys;
-    for (const int64_t p : Range(0, 3 * kRows)) {
-      const auto k = RowBytes(geometry_, p, layer, 0);
-      keys.insert(keys.end(), k.begin(), k.end());
-    }
-    const std::vector<int64_t> positions = Range(0, 3 * kRows);
-    OffloadChunk chunk;
-    chunk.positions = positions;
-    chunk.layer_begin = layer;
-    chunk.layer_end = layer + 1;
-    chunk.keys = keys;
-    ASSERT_TRUE(c.store().Offload(chunk).ok());
+    ASSERT_TRUE(OffloadRows(c.store(), geometry_, Range(0, 3 * kRows), layer, layer + 1).ok());
   }
   EXPECT_EQ(c.store().counts().candidate, 3 * kRows);
   EXPECT_EQ(tiers_->db()->stats().writes.load(), 0u);
