@@ -7,8 +7,8 @@
 # against db_bench (bench/rocksdb_vs_db_bench.sh) and the tiers (bench/tier_throughput.sh).
 # Each script installs what it needs (Debian packages, a PyPI virtual environment in
 # bench/.venv) and writes its tables to stdout and its data to bench/results/.
-#   bench/all.sh            # about 90 minutes on the 2-core reference machine
-#   bench/all.sh --quick    # the envelope's smoke run and small sizes (a few minutes)
+#   bench/all.sh            # the full runs of docs/PERFORMANCE.md
+#   bench/all.sh --quick    # the envelope's smoke run and small sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
