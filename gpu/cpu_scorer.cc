@@ -8,6 +8,7 @@
 // same order and identical rows tie exactly.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -118,23 +119,39 @@ class WorkerPool {
 };
 
 // should_stop of a request, polled by several threads (one call at a time); once it fired,
-// every later poll returns true without calling it again.
+// every later poll returns true without calling it again. should_stop runs at most once per
+// `interval` and never makes a thread wait for another: the first pass polls once per block
+// (16,384 blocks at 4M rows), and a shared mutex locked at every poll had its two threads
+// trading futex waits that cost several times the pass itself.
 class StopFlag {
  public:
-  explicit StopFlag(const std::function<bool()>& should_stop) : should_stop_(should_stop) {}
+  StopFlag(const std::function<bool()>& should_stop, std::chrono::nanoseconds interval)
+      : should_stop_(should_stop), interval_nanos_(interval.count()) {}
   bool Poll() {
     if (stopped_.load(std::memory_order_relaxed)) return true;
     if (!should_stop_) return false;
-    std::lock_guard<std::mutex> guard(mu_);
+    const int64_t now = NowNanos();
+    if (now < next_poll_.load(std::memory_order_relaxed)) return false;
+    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return stopped_.load(std::memory_order_relaxed);
+    next_poll_.store(now + interval_nanos_, std::memory_order_relaxed);
     if (should_stop_()) stopped_.store(true, std::memory_order_relaxed);
     return stopped_.load(std::memory_order_relaxed);
   }
   bool stopped() const { return stopped_.load(); }
 
  private:
+  static int64_t NowNanos() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
   const std::function<bool()>& should_stop_;
+  const int64_t interval_nanos_;
   std::atomic<bool> stopped_{false};
-  std::mutex mu_;
+  std::atomic<int64_t> next_poll_{0};
+  std::mutex mu_;  // held by the one thread calling should_stop_
 };
 
 // Buffers of one participant, reused across calls.
@@ -365,7 +382,7 @@ absl::Status CpuScorer::Score(const ScoreRequest& request, absl::Span<double> sc
 
   const int participants = pool_.participants();
   const int items = shape.num_layers * shape.num_kv_heads;
-  StopFlag stop(request.should_stop);
+  StopFlag stop(request.should_stop, std::chrono::nanoseconds(0));  // once per work item
   pool_.Run([&](int p) {
     ThreadScratch& t = scratch_[p];
     double* partial = t.partial.Get(static_cast<size_t>(ctx.slots));
@@ -403,7 +420,7 @@ absl::Status CpuScorer::FirstPass(const ScoreRequest& request, absl::Span<float>
   const int64_t cap = request.block_capacity;
   const int groups = SketchGroups(shape.head_dim);
   const SketchMaxFn kernel = SketchKernelFor(kernels_.isa);
-  StopFlag stop(request.should_stop);
+  StopFlag stop(request.should_stop, std::chrono::milliseconds(1));
   probes_.Reset(request);
   pool_.Run([&](int p) {
     for (int item = p; item < items; item += participants) probes_.Build(request, item);

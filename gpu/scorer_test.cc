@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -732,6 +734,31 @@ TEST(FastModeTest, FirstPassWithoutSketchesIsInvalidArgument) {
   const absl::Status s = MakeCpuScorer()->FirstPass(request, absl::MakeSpan(proxy));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("blocks[0]"), std::string::npos) << s;
+}
+
+// The first pass polls should_stop between blocks but calls it at most once per millisecond
+// (plus the first poll), so that thousands of small blocks do not pay for it; a stop ends
+// the pass with DEADLINE_EXCEEDED.
+TEST(FastModeTest, FirstPassPollsShouldStopAtMostOncePerMillisecond) {
+  const RandomProblem p = NeedleProblem(5, 64 * 640, 17);
+  std::unique_ptr<Scorer> scorer = MakeCpuScorer(2);
+  std::vector<float> proxy(p.store.blocks.size() * p.capacity);
+  ScoreRequest request = p.Request();
+  std::atomic<int> polls{0};
+  request.should_stop = [&polls] {
+    ++polls;
+    return false;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(scorer->FirstPass(request, absl::MakeSpan(proxy)).ok());
+  const double elapsed_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(polls.load(), 1);
+  EXPECT_LE(polls.load(), 2 + static_cast<int>(elapsed_ms)) << elapsed_ms << " ms";
+
+  request.should_stop = [] { return true; };
+  EXPECT_EQ(scorer->FirstPass(request, absl::MakeSpan(proxy)).code(),
+            absl::StatusCode::kDeadlineExceeded);
 }
 
 TEST(FastModeTest, FixedNormalizerReproducesTheComputedOne) {
