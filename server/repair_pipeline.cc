@@ -4,6 +4,7 @@
 #include <chrono>
 #include <limits>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "gpu/fast_select.h"
 
@@ -117,33 +118,57 @@ absl::Status RepairPipeline::SelectFast(const storage::ScoreIndexView& view,
   out->score_seconds = SecondsSince(start);
   double select_seconds = 0;
 
-  // Every candidate may fill a burst; only rescored rows may be anchors.
+  // Only rescored rows may be anchors, and any candidate may fill a burst. The packer is
+  // given the rescored rows and the candidates within burst reach of one, found through the
+  // store's position map: the same selection as from every candidate, without building and
+  // sorting arrays of all N rows (100 ms at 4M).
   start = std::chrono::steady_clock::now();
   const int64_t cap = view.block_capacity;
   std::vector<int64_t> positions;
   std::vector<float> importance;
-  std::vector<int32_t> index_of_slot(view.blocks.size() * static_cast<size_t>(cap), -1);
-  positions.reserve(static_cast<size_t>(fast.candidates()));
-  importance.reserve(static_cast<size_t>(fast.candidates()));
-  for (size_t b = 0; b < view.blocks.size(); ++b) {
-    const auto& block = view.blocks[b];
-    for (int32_t r = 0; r < block.rows; ++r) {
-      if (!block.candidate[r]) continue;
-      index_of_slot[b * cap + r] = static_cast<int32_t>(positions.size());
-      positions.push_back(block.positions[r]);
-      importance.push_back(block.importance[r]);
+  std::vector<double> scores;
+  std::vector<uint8_t> anchors;
+  // Positions looked up so far: index into the vectors above, or -1 when not a candidate.
+  absl::flat_hash_map<int64_t, int32_t> index_of_position;
+  auto add_slot = [&](int64_t slot) {
+    const auto& block = view.blocks[static_cast<size_t>(slot / cap)];
+    const int32_t row = static_cast<int32_t>(slot % cap);
+    positions.push_back(block.positions[row]);
+    importance.push_back(block.importance[row]);
+    scores.push_back(-std::numeric_limits<double>::infinity());
+    anchors.push_back(0);
+    return static_cast<int32_t>(positions.size() - 1);
+  };
+  auto add_position = [&](int64_t position) {
+    auto [it, inserted] = index_of_position.try_emplace(position, -1);
+    if (!inserted) return it->second;
+    const int64_t slot = view.slot_of(position);
+    if (slot >= 0 && view.blocks[static_cast<size_t>(slot / cap)].candidate[slot % cap]) {
+      it->second = add_slot(slot);
     }
-  }
-  std::vector<double> scores(positions.size(), -std::numeric_limits<double>::infinity());
-  std::vector<uint8_t> anchors(positions.size(), 0);
+    return it->second;
+  };
   size_t applied = 0;  // rescored rows copied into scores / anchors
   select_seconds += SecondsSince(start);
   while (true) {
     start = std::chrono::steady_clock::now();
     for (; applied < fast.slots().size(); ++applied) {
-      const int32_t index = index_of_slot[static_cast<size_t>(fast.slots()[applied])];
+      const int64_t slot = fast.slots()[applied];
+      const int64_t x = view.blocks[static_cast<size_t>(slot / cap)].positions[slot % cap];
+      const int32_t index = add_position(x);
+      if (index < 0) continue;  // rescored rows are candidates; never taken otherwise
       scores[static_cast<size_t>(index)] = fast.scores()[applied];
       anchors[static_cast<size_t>(index)] = 1;
+      const int64_t lo = x > std::numeric_limits<int64_t>::min() + params.pack.burst_left
+                             ? x - params.pack.burst_left
+                             : std::numeric_limits<int64_t>::min();
+      const int64_t hi = x < std::numeric_limits<int64_t>::max() - params.pack.burst_right
+                             ? x + params.pack.burst_right
+                             : std::numeric_limits<int64_t>::max();
+      for (int64_t p = lo;; ++p) {
+        add_position(p);
+        if (p == hi) break;
+      }
     }
     scorer::CandidateSet candidates{positions, scores, importance, anchors};
     absl::StatusOr<scorer::Selection> selection =

@@ -125,6 +125,46 @@ TEST(RepairPipeline, FastModeFindsTheNeedleRescoringFewRows) {
   EXPECT_GE(rescored_rows, 6);
 }
 
+// Bursts in the fast mode take their rows from the store's position map: promoted rows and
+// released positions are skipped, windows cross segment boundaries (at 3112), and the
+// needle's bursts are the exact mode's.
+TEST(RepairPipeline, FastModeBurstsSkipHolesLikeTheExactMode) {
+  Fixture f(3000, 2100, 6);  // needle at positions 3100..3105; segments of 32 rows
+  ASSERT_TRUE(f.store->MarkPromoted(std::vector<int64_t>{3098, 3103, 3111, 3113}).ok());
+  ASSERT_EQ(f.store->Release(std::vector<int64_t>{3107, 3115}).rows_released, 2);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);
+  PipelineOptions options;
+  options.fast_first_round = 64;
+  options.fast_sample_rows = 64;
+  RepairPipeline pipeline(cpu.get(), options);
+  const DecodedSignal signal = AlongE0(2);
+  RepairParams params;
+  params.pack.budget = 60;
+  params.scoring = ScoringMode::kFast;
+  absl::StatusOr<SelectionOutcome> fast =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  ASSERT_TRUE(fast->fast);
+  EXPECT_EQ(fast->candidates, 2994);
+  params.scoring = ScoringMode::kExact;
+  absl::StatusOr<SelectionOutcome> exact =
+      pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+  ASSERT_TRUE(exact.ok());
+  ASSERT_EQ(fast->chosen.size(), 60u);
+  ASSERT_EQ(exact->chosen.size(), 60u);
+  // The needle's bursts (3098..3125 less the holes) come first in both; the ordinary rows
+  // after them may differ by the normalizer estimate (docs/FAST_MODE.md).
+  const std::vector<int64_t> needle_bursts = {3099, 3100, 3101, 3102, 3104, 3105, 3106, 3108,
+                                              3109, 3110, 3112, 3114, 3116, 3117, 3118, 3119,
+                                              3120, 3121, 3122, 3123, 3124, 3125};
+  EXPECT_EQ(std::vector<int64_t>(fast->chosen.begin(), fast->chosen.begin() + 22), needle_bursts);
+  EXPECT_EQ(std::vector<int64_t>(exact->chosen.begin(), exact->chosen.begin() + 22), needle_bursts);
+  for (int64_t hole : {3098, 3103, 3107, 3111, 3113, 3115}) {
+    EXPECT_EQ(std::find(fast->chosen.begin(), fast->chosen.end(), hole), fast->chosen.end())
+        << hole;
+  }
+}
+
 TEST(RepairPipeline, FastModeRescoresMoreWhenThePackerRunsOutOfAnchors) {
   Fixture f(3000, 2100, 6);
   std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);

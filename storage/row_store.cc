@@ -659,8 +659,11 @@ ScoreIndexView HostRowStore::View() const {
   ScoreIndexView view;
   view.block_capacity = layout_.rows;
   view.blocks.reserve(static_cast<size_t>(live_segments_));
-  for (const auto& segment : segments_) {
+  std::vector<int32_t> block_of_segment(segments_.size(), -1);
+  for (size_t id = 0; id < segments_.size(); ++id) {
+    const auto& segment = segments_[id];
     if (segment == nullptr) continue;
+    block_of_segment[id] = static_cast<int32_t>(view.blocks.size());
     ScoreIndexView::Block& block = view.blocks.emplace_back();
     block.keys = segment->index();
     block.sketch_codes = segment->sketch_codes();
@@ -670,6 +673,12 @@ ScoreIndexView HostRowStore::View() const {
     block.positions = segment->positions();
     block.importance = segment->importance();
   }
+  view.slot_of = [this, block_of = std::move(block_of_segment),
+                  cap = int64_t{layout_.rows}](int64_t position) -> int64_t {
+    const auto it = slots_.find(position);
+    if (it == slots_.end() || block_of[it->second.segment] < 0) return -1;
+    return block_of[it->second.segment] * cap + it->second.slot;
+  };
   return view;
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -68,6 +69,9 @@ struct ScoreIndexView {
     const float* importance = nullptr;   // [rows]; 0 when the engine sent none
   };
   std::vector<Block> blocks;
+  // The view slot (block index * block_capacity + row) holding `position`, or -1 when no
+  // slot holds it. Valid as long as the blocks are; O(1).
+  std::function<int64_t(int64_t position)> slot_of;
 };
 
 // Counters of one store.

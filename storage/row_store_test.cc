@@ -512,6 +512,34 @@ TEST(RowStore, ChunkThatDoesNotFitStoresNothing) {
   model.ExpectGather(*store, fits, 0, 2);
 }
 
+// slot_of finds every stored row's view slot, also when a freed segment leaves the view's
+// block numbers behind the store's segment numbers, and -1 for positions no slot holds.
+TEST(RowStore, ViewSlotOfFindsEveryStoredPosition) {
+  const Geometry g = MakeGeometry(DType::kFloat16, 2);
+  TierBudget budget("host", 1 << 24);
+  auto store = RowStore::Create(g, &budget, 16);
+  Model model(g, 3);
+  ASSERT_TRUE(model.Offload(*store, Range(100, 148), 0, 2).ok());  // three segments
+  ASSERT_EQ(store->Release(Range(100, 116)).rows_released, 16);    // frees the first
+  ASSERT_TRUE(model.Offload(*store, {7}, 0, 1).ok());  // one layer of two: not a candidate
+  const ScoreIndexView view = store->View();
+  ASSERT_EQ(view.blocks.size(), 3u);
+  int found = 0;
+  for (size_t b = 0; b < view.blocks.size(); ++b) {
+    for (int32_t r = 0; r < view.blocks[b].rows; ++r) {
+      const int64_t position = view.blocks[b].positions[r];
+      if (position == -1) continue;
+      EXPECT_EQ(view.slot_of(position), static_cast<int64_t>(b) * view.block_capacity + r)
+          << position;
+      ++found;
+    }
+  }
+  EXPECT_EQ(found, 33);  // 116..147 and 7
+  for (int64_t absent : {int64_t{100}, int64_t{115}, int64_t{148}, int64_t{-5}}) {
+    EXPECT_EQ(view.slot_of(absent), -1) << absent;
+  }
+}
+
 TEST(RowStore, ReleaseReusesSlotsAndFreesEmptySegments) {
   const Geometry g = MakeGeometry(DType::kFloat32, 2);
   const uint64_t seg = ExpectedSegmentBytes(g, 16);
