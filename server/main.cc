@@ -80,6 +80,13 @@ ABSL_FLAG(int32_t, max_request_bytes, 256 << 20,
 ABSL_FLAG(int64_t, fast_min_candidates, 16384,
           "Repairs with SCORING_MODE_AUTO score exactly up to this many candidate rows and use "
           "the fast mode above (docs/FAST_MODE.md)");
+ABSL_FLAG(int64_t, fast_first_round, 256,
+          "Fast mode: fewest rows the first rescoring round scores exactly (docs/FAST_MODE.md)");
+ABSL_FLAG(int64_t, fast_oversample, 2,
+          "Fast mode: rows rescored first per anchor that K needs; more raises recall@K against "
+          "the exact mode and costs rescoring time (docs/FAST_MODE.md)");
+ABSL_FLAG(int32_t, fast_sample_rows, 256,
+          "Fast mode: rows sampled to estimate the softmax normalizer (docs/FAST_MODE.md)");
 ABSL_FLAG(int32_t, scorer_threads, 0, "Threads of the CPU scorer (0: one per hardware thread)");
 
 namespace {
@@ -148,6 +155,15 @@ int main(int argc, char** argv) {
   // The scorer's per-thread score tile grows with segment rows (docs/API.md, limits).
   if (segment_rows < 16 || segment_rows % 16 != 0 || segment_rows > 1024) {
     spdlog::error("--segment_rows must be a multiple of 16 in [16, 1024], got {}", segment_rows);
+    return 2;
+  }
+  kvtier::server::PipelineOptions pipeline_options;
+  pipeline_options.fast_min_candidates = absl::GetFlag(FLAGS_fast_min_candidates);
+  pipeline_options.fast_first_round = absl::GetFlag(FLAGS_fast_first_round);
+  pipeline_options.fast_oversample = absl::GetFlag(FLAGS_fast_oversample);
+  pipeline_options.fast_sample_rows = absl::GetFlag(FLAGS_fast_sample_rows);
+  if (absl::Status s = kvtier::server::CheckPipelineOptions(pipeline_options); !s.ok()) {
+    spdlog::error("{}", std::string(s.message()));
     return 2;
   }
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
@@ -239,8 +255,6 @@ int main(int argc, char** argv) {
                  data_loss);
   }
   (*tiers)->Start();
-  kvtier::server::PipelineOptions pipeline_options;
-  pipeline_options.fast_min_candidates = absl::GetFlag(FLAGS_fast_min_candidates);
   kvtier::server::RepairPipeline pipeline(scorer.get(), pipeline_options);
   kvtier::server::KvTierService service(&registry, tiers->get(), &pipeline, &metrics, kVersion);
 

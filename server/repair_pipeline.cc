@@ -17,6 +17,25 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
+absl::Status CheckPipelineOptions(const PipelineOptions& options) {
+  const struct {
+    const char* flag;
+    int64_t value;
+    int64_t min;
+    int64_t max;  // keeps oversample x anchors far from overflow
+  } checks[] = {{"--fast_min_candidates", options.fast_min_candidates, 0, int64_t{1} << 40},
+                {"--fast_first_round", options.fast_first_round, 1, int64_t{1} << 32},
+                {"--fast_oversample", options.fast_oversample, 1, int64_t{1} << 16},
+                {"--fast_sample_rows", options.fast_sample_rows, 1, int64_t{1} << 24}};
+  for (const auto& c : checks) {
+    if (c.value < c.min || c.value > c.max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(c.flag, " must be in [", c.min, ", ", c.max, "], got ", c.value));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SelectionOutcome> RepairPipeline::Select(const storage::RowStore& store,
                                                         const storage::Geometry& geometry,
                                                         const RepairParams& params,

@@ -44,6 +44,10 @@ struct PipelineOptions {
   int32_t fast_sample_rows = 256;
 };
 
+// INVALID_ARGUMENT naming the kvtierd flag of the first option out of range (the counts
+// are >= 1, fast_min_candidates >= 0, each with an upper bound far above any store).
+absl::Status CheckPipelineOptions(const PipelineOptions& options);
+
 // Thread-safe if the scorer is; holds no state of its own beyond the scorer pointer.
 class RepairPipeline {
  public:

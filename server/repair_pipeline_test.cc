@@ -188,6 +188,42 @@ TEST(RepairPipeline, FastModeRescoresMoreWhenThePackerRunsOutOfAnchors) {
   EXPECT_FALSE(std::isnan(out->scores.back()));  // no bursts: every row is a rescored anchor
 }
 
+// fast_oversample sets how many rows the first round rescores per anchor that K needs.
+TEST(RepairPipeline, FastOversampleScalesTheFirstRound) {
+  Fixture f(3000, 2100, 6);
+  std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);
+  const DecodedSignal signal = AlongE0(2);
+  RepairParams params;
+  params.pack.budget = 40;  // bursts of 2 + 20: 2 anchors
+  params.scoring = ScoringMode::kFast;
+  for (int64_t oversample : {1, 20}) {
+    PipelineOptions options;
+    options.fast_first_round = 8;
+    options.fast_oversample = oversample;
+    options.fast_sample_rows = 64;
+    ASSERT_TRUE(CheckPipelineOptions(options).ok());
+    RepairPipeline pipeline(cpu.get(), options);
+    absl::StatusOr<SelectionOutcome> out =
+        pipeline.Select(*f.store, f.geometry, params, &signal, nullptr);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_TRUE(out->fast);
+    EXPECT_EQ(out->rescored, std::max<int64_t>(8, 2 * oversample)) << oversample;
+  }
+}
+
+TEST(RepairPipeline, CheckPipelineOptionsNamesTheFlag) {
+  EXPECT_TRUE(CheckPipelineOptions(PipelineOptions()).ok());
+  PipelineOptions options;
+  options.fast_oversample = 0;
+  absl::Status s = CheckPipelineOptions(options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("--fast_oversample"), std::string::npos) << s;
+  options = PipelineOptions();
+  options.fast_sample_rows = int32_t{1} << 30;
+  s = CheckPipelineOptions(options);
+  EXPECT_NE(s.message().find("--fast_sample_rows"), std::string::npos) << s;
+}
+
 TEST(RepairPipeline, FastModeFallsBackToExactWhenKNeedsMostRows) {
   Fixture f(3000, 2100, 6);
   std::unique_ptr<scorer::Scorer> cpu = scorer::MakeCpuScorer(2);

@@ -245,5 +245,20 @@ TEST_F(ErrorsTest, PromoteOfARowNotStored) {
   ExpectNothingChangedAndAlive();
 }
 
+// A fast-mode flag out of range stops kvtierd at startup with exit code 2 and a log line
+// naming the flag; it never serves with a setting it cannot honour.
+TEST(KvtierdFlags, FastModeFlagsOutOfRangeStopTheDaemon) {
+  for (const std::string flag : {"--fast_oversample=0", "--fast_first_round=-1",
+                                 "--fast_sample_rows=0", "--fast_oversample=1000000"}) {
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start({flag});
+    ASSERT_FALSE(daemon.ok()) << flag;
+    const std::string name = flag.substr(0, flag.find('='));
+    EXPECT_THAT(std::string(daemon.status().message()), HasSubstr(name + " must be in"))
+        << daemon.status();
+    EXPECT_THAT(std::string(daemon.status().message()), HasSubstr("exited with 2"))
+        << daemon.status();
+  }
+}
+
 }  // namespace
 }  // namespace kvtier::testing
