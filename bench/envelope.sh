@@ -20,7 +20,9 @@
 # points store the scoring layers' keys only (index-only sessions, docs/API.md), and 4M
 # rows one scoring layer, so that each session stays near 6.5 GiB of this machine's 24.
 # --quick runs 32K and 256K with 5 runs each (a smoke run of the whole pipeline).
-# Results: bench/results/envelope.{jsonl,csv,md}, numpy.jsonl and envelope_*.png.
+# Then one point with kvtierd --fast_oversample=16 (recall against rescoring effort).
+# Results: bench/results/envelope.{jsonl,csv,md}, envelope_k.jsonl,
+# envelope_oversample.jsonl, numpy.jsonl and envelope_*.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/common.sh
@@ -61,13 +63,15 @@ rm -f "$out"
 machine_line | tee bench/results/envelope_machine.txt
 
 # point ROWS LAYERS KIND EXACT_RUNS [extra kvtier-bench flags]: one session, JSON lines
-# appended to $out.
+# appended to $out. kvtierd gets the flags in the array daemon_flags as well.
+daemon_flags=()
 point() {
   local rows=$1 layers=$2 kind=$3 exact_runs=$4
   shift 4
   local flags=()
   [ "$kind" = index-only ] && flags+=(--index_only)
-  start_daemon "envelope-$rows" --durability=none --host_capacity_bytes=$((16 << 30))
+  start_daemon "envelope-$rows" --durability=none --host_capacity_bytes=$((16 << 30)) \
+    "${daemon_flags[@]}"
   echo "N=$rows layers=$layers $kind" >&2
   "$build/tools/kvtier-bench" envelope --server="unix://$work/envelope-$rows.sock" \
     --rows="$rows" --layers="$layers" --tokens=64 --runs="$runs" --exact_runs="$exact_runs" \
@@ -91,6 +95,18 @@ out=bench/results/envelope_k.jsonl
 rm -f "$out"
 runs=10
 point 262144 4 index-only 1 --budgets=16,96,500,2000,5000,20000 --modes=fast
+# Recall against rescoring effort: the fast mode with kvtierd --fast_oversample=16 at 1M
+# rows (256K with --quick), K = 5000, beside the default run above; the setting is added to
+# each JSON line.
+out=bench/results/envelope_oversample.jsonl
+rm -f "$out"
+runs=30
+daemon_flags=(--fast_oversample=16)
+oversample_rows=1048576
+[ "$quick" = 1 ] && oversample_rows=262144 && runs=5
+point "$oversample_rows" 4 index-only 1 --budgets=5000
+sed -i 's/^{/{"fast_oversample": 16, /' "$out"
+daemon_flags=()
 out=$envelope_out
 
 # numpy, the same exact math at the same shape (4 scoring layers, T = 64, K = 96). The

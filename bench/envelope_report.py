@@ -4,7 +4,8 @@
   bench/envelope_report.py --results=bench/results
 
 Reads envelope.jsonl (kvtier-bench envelope, one line per N, K and mode), envelope_k.jsonl
-(the K sweep), numpy.jsonl (bench/numpy_repair.py --bench) and envelope_machine.txt;
+(the K sweep), envelope_oversample.jsonl (kvtierd --fast_oversample=16), numpy.jsonl
+(bench/numpy_repair.py --bench) and envelope_machine.txt;
 writes envelope.csv, envelope.md (also printed) and the plots envelope_vs_n.png and
 envelope_vs_k.png. Latency is the client's end to end time of one Repair call through
 gRPC (the engine's view), unless a column names a server stage.
@@ -48,7 +49,7 @@ def write_csv(rows, path):
         w.writerows(rows)
 
 
-def tables(env, sweep, numpy_rows, machine):
+def tables(env, sweep, numpy_rows, machine, oversample=()):
     out = []
     p = out.append
     p(f"Machine: {machine}")
@@ -132,6 +133,25 @@ def tables(env, sweep, numpy_rows, machine):
             p(f"| {r['K']} | {r['client_p50_ms']:.1f} / {r['client_p95_ms']:.1f} | "
               f"{r['first_pass_p50_ms']:.2f} | {r['rescore_p50_ms']:.1f} | {r['rescored']} | "
               f"{r['scored_as']} |")
+    if oversample:
+        p("")
+        p("Recall against rescoring effort (fast mode, K = 5000): kvtierd's default "
+          "--fast_oversample=2 (the run above) beside --fast_oversample=16 on a session of "
+          "its own.")
+        p("")
+        p("| N | --fast_oversample | runs | client p50 / p95 ms | rescore p50 | "
+          "rescored rows | recall@K vs exact | needle rows found |")
+        p("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for x in oversample:
+            if x["mode"] != "fast":
+                continue
+            base = by.get((x["rows"], x["K"], "fast"))
+            for label, r in (("2 (default)", base), (str(x["fast_oversample"]), x)):
+                if r is None:
+                    continue
+                p(f"| {size(r['rows'])} | {label} | {r['runs']} | {r['client_p50_ms']:.1f} / "
+                  f"{r['client_p95_ms']:.1f} | {r['rescore_p50_ms']:.1f} | {r['rescored']} | "
+                  f"{r['recall_at_k']:.3f} | {r['needle_recall']:.2f} |")
     return "\n".join(out) + "\n"
 
 
@@ -194,12 +214,13 @@ def main():
     env = load(os.path.join(args.results, "envelope.jsonl"))
     sweep = load(os.path.join(args.results, "envelope_k.jsonl"))
     numpy_rows = load(os.path.join(args.results, "numpy.jsonl"))
+    oversample = load(os.path.join(args.results, "envelope_oversample.jsonl"))
     if not env:
         raise SystemExit(f"no envelope.jsonl in {args.results}")
     machine_path = os.path.join(args.results, "envelope_machine.txt")
     machine = open(machine_path).read().strip("# \n") if os.path.exists(machine_path) else "?"
-    write_csv(env + sweep, os.path.join(args.results, "envelope.csv"))
-    text = tables(env, sweep, numpy_rows, machine)
+    write_csv(env + sweep + oversample, os.path.join(args.results, "envelope.csv"))
+    text = tables(env, sweep, numpy_rows, machine, oversample)
     with open(os.path.join(args.results, "envelope.md"), "w") as f:
         f.write(text)
     print(text)
