@@ -53,9 +53,10 @@ TEST(BenchTools, IngestOffloadsAndPromotesVerifiedBytes) {
 }
 
 // A small envelope (4096 index-only rows, 2 scoring layers): both modes find the needle,
-// the fast mode really runs fast, no payload is stored; the report script's tables follow.
+// the fast mode really runs fast and rescores what kvtierd's --fast_first_round says, no
+// payload is stored; the report script's tables follow, the oversample table included.
 TEST(BenchTools, EnvelopeRepairsThroughTheServerAndReports) {
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start();
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start({"--fast_first_round=300"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   int exit_code = 0;
   const std::string out = RunCommand(
@@ -75,6 +76,7 @@ TEST(BenchTools, EnvelopeRepairsThroughTheServerAndReports) {
                                 "\"mode\": \"fast\", \"scored_as\": "
                                 "\"SCORING_MODE_FAST\""))
       << lines[1];
+  EXPECT_TRUE(absl::StrContains(lines[1], "\"rescored\": 300")) << lines[1];
   for (const std::string& line : lines) {
     EXPECT_TRUE(absl::StrContains(line, "\"needle_recall\": 1.0000")) << line;
     EXPECT_TRUE(absl::StrContains(line, "\"chosen\": 64")) << line;
@@ -90,6 +92,9 @@ TEST(BenchTools, EnvelopeRepairsThroughTheServerAndReports) {
   const std::string dir = ::testing::TempDir() + "/envelope-report-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/envelope.jsonl") << out;
+  // As bench/envelope.sh marks the lines of its --fast_oversample=16 step.
+  std::ofstream(dir + "/envelope_oversample.jsonl")
+      << "{\"fast_oversample\": 16, " << lines[1].substr(1) << "\n";
   const std::string report =
       RunCommand(absl::StrCat("/usr/bin/python3 '", KVTIER_SOURCE_DIR,
                               "/bench/envelope_report.py' --no-plots --results='", dir, "' 2>&1"),
@@ -99,6 +104,8 @@ TEST(BenchTools, EnvelopeRepairsThroughTheServerAndReports) {
   md << std::ifstream(dir + "/envelope.md").rdbuf();
   EXPECT_TRUE(absl::StrContains(md.str(), "| 4K | index-only | 2 | 64 | exact | 1 |")) << md.str();
   EXPECT_TRUE(absl::StrContains(md.str(), "| 4K | index-only | 2 | 64 | fast | 2 |")) << md.str();
+  EXPECT_TRUE(absl::StrContains(md.str(), "| 4K | 2 (default) | 2 |")) << md.str();
+  EXPECT_TRUE(absl::StrContains(md.str(), "| 4K | 16 | 2 |")) << md.str();
   EXPECT_TRUE(std::filesystem::exists(dir + "/envelope.csv"));
   std::filesystem::remove_all(dir);
 }
