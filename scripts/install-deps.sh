@@ -9,7 +9,8 @@ packages=(
   libabsl-dev prometheus-cpp-dev libspdlog-dev librocksdb-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
   clang-format
-  python3-numpy
+  python3-numpy python3-venv python3-pip
+  prometheus chromium
 )
 
 missing=()
