@@ -1,6 +1,8 @@
 #include "server/metrics.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace kvtier::server {
 namespace {
@@ -53,11 +55,23 @@ Metrics::Metrics(absl::string_view scorer_name)
                         .Help("Rows promoted by Repair and Promote (replays not counted)")
                         .Register(*registry_)
                         .Add({});
+  promoted_bytes_ = &prometheus::BuildCounter()
+                         .Name("kvtier_promoted_bytes_total")
+                         .Help(
+                             "K and V payload bytes returned by Repair and Promote (replays "
+                             "and positions-only returns not counted)")
+                         .Register(*registry_)
+                         .Add({});
   released_rows_ = &prometheus::BuildCounter()
                         .Name("kvtier_released_rows_total")
                         .Help("Rows dropped by Release (whole sessions included)")
                         .Register(*registry_)
                         .Add({});
+  released_bytes_ = &prometheus::BuildCounter()
+                         .Name("kvtier_released_bytes_total")
+                         .Help("Bytes freed by Release (whole sessions included)")
+                         .Register(*registry_)
+                         .Add({});
   expired_sessions_ = &prometheus::BuildCounter()
                            .Name("kvtier_expired_sessions_total")
                            .Help("Sessions dropped because their TTL passed")
@@ -74,6 +88,16 @@ Metrics::Metrics(absl::string_view scorer_name)
       .Register(*registry_)
       .Add({{"scorer", std::string(scorer_name)}})
       .Set(1);
+  build_info_ = &prometheus::BuildGauge()
+                     .Name("kvtier_build_info")
+                     .Help("kvtierd version (value 1)")
+                     .Register(*registry_);
+  prometheus::BuildGauge()
+      .Name("kvtier_start_time_seconds")
+      .Help("Unix time at which kvtierd started")
+      .Register(*registry_)
+      .Add({})
+      .Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
   tier_segments_ = &prometheus::BuildGauge()
                         .Name("kvtier_tier_segments")
                         .Help("Segments whose payload each tier holds")
@@ -122,6 +146,10 @@ Metrics::Metrics(absl::string_view scorer_name)
   for (double v = 1e-5; v < 10; v *= 2) db_buckets.push_back(v);
   db_read_ = &db_ops.Add({{"op", "read"}}, db_buckets);
   db_write_ = &db_ops.Add({{"op", "write"}}, db_buckets);
+}
+
+void Metrics::SetBuildInfo(absl::string_view version) {
+  build_info_->Add({{"version", std::string(version)}}).Set(1);
 }
 
 void Metrics::ObserveDbOp(const char* op, double seconds) {

@@ -1,4 +1,5 @@
-// Prometheus metrics of kvtierd (DESIGN.md §5; the full list is in docs/API.md#metrics).
+// Prometheus metrics of kvtierd (DESIGN.md §5). docs/METRICS.md documents every family; a test
+// (tests/ops) checks that the document and a running daemon's /metrics agree.
 #ifndef KVTIER_SERVER_METRICS_H_
 #define KVTIER_SERVER_METRICS_H_
 
@@ -22,7 +23,12 @@ namespace kvtier::server {
 // Thread-safe: prometheus-cpp metrics are atomic; the label-to-child caches are locked.
 class Metrics {
  public:
+  // Registers every family. kvtier_scorer_info{scorer} is set from `scorer_name`, and
+  // kvtier_start_time_seconds to the current time (construct it at process start).
   explicit Metrics(absl::string_view scorer_name);
+
+  // Sets kvtier_build_info{version} to 1. Call once, before the first scrape.
+  void SetBuildInfo(absl::string_view version);
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
@@ -35,7 +41,11 @@ class Metrics {
   prometheus::Counter& offloaded_bytes() { return *offloaded_bytes_; }
   prometheus::Counter& repairs() { return *repairs_; }
   prometheus::Counter& promoted_rows() { return *promoted_rows_; }
+  // K and V payload bytes streamed back by Repair and Promote.
+  prometheus::Counter& promoted_bytes() { return *promoted_bytes_; }
   prometheus::Counter& released_rows() { return *released_rows_; }
+  // Bytes freed by Release (whole sessions included).
+  prometheus::Counter& released_bytes() { return *released_bytes_; }
   prometheus::Counter& expired_sessions() { return *expired_sessions_; }
   prometheus::Gauge& sessions() { return *sessions_; }
 
@@ -59,7 +69,10 @@ class Metrics {
   prometheus::Counter* offloaded_bytes_;
   prometheus::Counter* repairs_;
   prometheus::Counter* promoted_rows_;
+  prometheus::Counter* promoted_bytes_;
   prometheus::Counter* released_rows_;
+  prometheus::Counter* released_bytes_;
+  prometheus::Family<prometheus::Gauge>* build_info_;
   prometheus::Counter* expired_sessions_;
   prometheus::Gauge* sessions_;
   prometheus::Family<prometheus::Gauge>* tier_segments_;

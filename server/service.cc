@@ -97,6 +97,7 @@ KvTierService::KvTierService(SessionRegistry* registry, storage::TierManager* ti
       metrics_(metrics),
       version_(std::move(version)),
       started_(Clock::now()) {
+  metrics_->SetBuildInfo(version_);
   RefreshTierGauges();
 }
 
@@ -326,6 +327,7 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
   metrics_->repairs().Increment();
   if (!replayed) {  // a replay promotes nothing new
     metrics_->promoted_rows().Increment(static_cast<double>(outcome.chosen.size()));
+    metrics_->promoted_bytes().Increment(static_cast<double>(summary.payload_bytes()));
     metrics_->ObserveRepairStage("score", outcome.score_seconds);
     metrics_->ObserveRepairStage("select", outcome.select_seconds);
     if (outcome.fast) {
@@ -395,6 +397,7 @@ absl::Status KvTierService::DoPromote(const v1::PromoteRequest& request,
   summary.set_payload_chunks(static_cast<int32_t>(plan.size()));
   summary.set_payload_bytes(PlanBytes(plan, session.geometry()));
   metrics_->promoted_rows().Increment(static_cast<double>(positions.size()));
+  metrics_->promoted_bytes().Increment(static_cast<double>(summary.payload_bytes()));
 
   v1::StageTimings timings;
   if (!writer->Write(head)) return StreamBroken();
@@ -434,6 +437,7 @@ absl::Status KvTierService::DoRelease(const v1::ReleaseRequest& request,
     spdlog::info("session {} released: {} rows, {} bytes", request.session_id(), info.rows_stored(),
                  info.bytes());
     metrics_->released_rows().Increment(static_cast<double>(info.rows_stored()));
+    metrics_->released_bytes().Increment(static_cast<double>(info.bytes()));
     removed->reset();  // frees the rows now unless an RPC in flight still holds the session
     RefreshTierGauges();
     return absl::OkStatus();
@@ -454,12 +458,14 @@ absl::Status KvTierService::DoRelease(const v1::ReleaseRequest& request,
   }
   if (!result.persisted.ok()) {
     metrics_->released_rows().Increment(static_cast<double>(result.rows_released));
+    metrics_->released_bytes().Increment(static_cast<double>(result.bytes_freed));
     return absl::UnavailableError(
         absl::StrCat("rows released in memory but not on disk: ", result.persisted.message()));
   }
   response->set_rows_released(result.rows_released);
   response->set_bytes_freed(result.bytes_freed);
   metrics_->released_rows().Increment(static_cast<double>(result.rows_released));
+  metrics_->released_bytes().Increment(static_cast<double>(result.bytes_freed));
   RefreshTierGauges();
   return absl::OkStatus();
 }
