@@ -6,11 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
-
+# The same build step as the Docker images (docker/Dockerfile, docker/Dockerfile.cuda).
 build=build/release
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVTIER_BUILD_TESTS=OFF
-cmake --build "$build" -j "$(nproc)" --target kvtierd kvtierctl
+scripts/build.sh "$build"
 
 mkdir -p kvtier-data
 ready=kvtier-data/ready.json
