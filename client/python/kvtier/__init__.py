@@ -36,20 +36,20 @@ _EXPORTS = {
     "Unauthenticated": "kvtier.errors",
     "ProtocolError": "kvtier.errors",
     # types
-    "Geometry": "kvtier.types",
-    "SessionInfo": "kvtier.types",
-    "OffloadResult": "kvtier.types",
-    "RepairResult": "kvtier.types",
-    "PromoteResult": "kvtier.types",
-    "ReleaseResult": "kvtier.types",
-    "PauseResult": "kvtier.types",
-    "StageTimings": "kvtier.types",
-    "TierStats": "kvtier.types",
-    "Stats": "kvtier.types",
-    "RetryPolicy": "kvtier.types",
-    "ReturnMode": "kvtier.types",
-    "Selector": "kvtier.types",
-    "ScoringMode": "kvtier.types",
+    "Geometry": "kvtier.datatypes",
+    "SessionInfo": "kvtier.datatypes",
+    "OffloadResult": "kvtier.datatypes",
+    "RepairResult": "kvtier.datatypes",
+    "PromoteResult": "kvtier.datatypes",
+    "ReleaseResult": "kvtier.datatypes",
+    "PauseResult": "kvtier.datatypes",
+    "StageTimings": "kvtier.datatypes",
+    "TierStats": "kvtier.datatypes",
+    "Stats": "kvtier.datatypes",
+    "RetryPolicy": "kvtier.datatypes",
+    "ReturnMode": "kvtier.datatypes",
+    "Selector": "kvtier.datatypes",
+    "ScoringMode": "kvtier.datatypes",
     "BFLOAT16": "kvtier.arrays",
     # clients
     "Client": "kvtier.client",
@@ -77,4 +77,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from kvtier.arrays import BFLOAT16  # noqa: F401
     from kvtier.client import Client  # noqa: F401
     from kvtier.errors import *  # noqa: F401,F403
-    from kvtier.types import *  # noqa: F401,F403
+    from kvtier.datatypes import *  # noqa: F401,F403
