@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "kvtier/client.h"
 
 ABSL_DECLARE_FLAG(std::string, server);
@@ -22,11 +24,28 @@ ABSL_DECLARE_FLAG(int32_t, runs);
 ABSL_DECLARE_FLAG(std::vector<std::string>, budgets);
 ABSL_DECLARE_FLAG(std::vector<std::string>, modes);
 ABSL_DECLARE_FLAG(std::string, csv);
+ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(double, interval);
+ABSL_DECLARE_FLAG(int64_t, count);
+ABSL_DECLARE_FLAG(int32_t, top);
 
 namespace kvtier::ctl {
 
-// A client for --server with --deadline_seconds as the default deadline.
-absl::StatusOr<std::unique_ptr<Client>> ConnectFromFlags();
+// Deadline of each RPC when --deadline_seconds is 0: the operator commands (health, sessions,
+// tiers, stats, watch) fail fast, the workloads (demo, bench, ...) get long calls.
+inline constexpr absl::Duration kOperatorDeadline = absl::Seconds(10);
+inline constexpr absl::Duration kWorkloadDeadline = absl::Seconds(300);
+
+// A client for --server with --deadline_seconds as the default deadline of its calls, or
+// `default_deadline` when that flag is 0.
+absl::StatusOr<std::unique_ptr<Client>> ConnectFromFlags(
+    absl::Duration default_deadline = kWorkloadDeadline);
+
+// Checks the flags of a command line before absl::ParseCommandLine sees it (which exits 1 on
+// an unknown flag or a bad value, where kvtierctl exits 2 on usage errors). Returns
+// INVALID_ARGUMENT naming the first unknown flag or the first value that does not parse.
+// Stops at "--", as the parser does.
+absl::Status CheckCommandLine(int argc, char** argv);
 
 }  // namespace kvtier::ctl
 

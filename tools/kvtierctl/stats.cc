@@ -1,43 +1,58 @@
-// kvtierctl stats: server-wide occupancy and counters.
+// kvtierctl stats: every field of the daemon's StatsResponse.
 #include <cstdio>
 
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/text_format.h"
 #include "tools/kvtierctl/commands.h"
 #include "tools/kvtierctl/flags.h"
+#include "tools/kvtierctl/output.h"
 
 namespace kvtier::ctl {
+namespace {
+
+// One field's value as text: scalars as they are (strings unquoted), repeated fields and
+// messages in protobuf text format, comma-separated.
+std::string FieldText(const google::protobuf::Message& message,
+                      const google::protobuf::FieldDescriptor* field) {
+  const google::protobuf::Reflection* r = message.GetReflection();
+  if (!field->is_repeated() && field->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
+    return r->GetString(message, field);
+  }
+  std::string out;
+  const int n = field->is_repeated() ? r->FieldSize(message, field) : 1;
+  for (int i = 0; i < n; ++i) {
+    std::string value;
+    google::protobuf::TextFormat::Printer printer;
+    printer.SetSingleLineMode(true);
+    printer.PrintFieldValueToString(message, field, field->is_repeated() ? i : -1, &value);
+    absl::StrAppend(&out, i > 0 ? ", " : "", value);
+  }
+  return out;
+}
+
+}  // namespace
 
 int RunStats(const std::vector<std::string>& args) {
-  if (!args.empty()) {
-    std::fprintf(stderr, "kvtierctl stats: takes no arguments\n");
-    return 2;
-  }
-  absl::StatusOr<std::unique_ptr<Client>> client = ConnectFromFlags();
-  if (!client.ok()) {
-    std::fprintf(stderr, "kvtierctl stats: %s\n", client.status().ToString().c_str());
-    return 1;
-  }
+  if (!args.empty()) return UsageFailure("stats", "takes no arguments", "kvtierctl stats [--json]");
+  absl::StatusOr<std::unique_ptr<Client>> client = ConnectFromFlags(kOperatorDeadline);
+  if (!client.ok()) return RpcFailure("stats", client.status());
   absl::StatusOr<v1::StatsResponse> stats = (*client)->Stats();
-  if (!stats.ok()) {
-    std::fprintf(stderr, "kvtierctl stats: %s\n", stats.status().ToString().c_str());
-    return 1;
+  if (!stats.ok()) return RpcFailure("stats", stats.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*stats);
+    return 0;
   }
-  std::printf("version         %s\n", stats->version().c_str());
-  std::printf("scorer          %s\n", stats->scorer().c_str());
-  std::printf("uptime          %.1f s\n", stats->uptime_seconds());
-  std::printf("sessions        %lld\n", static_cast<long long>(stats->sessions()));
-  std::printf("rows            %lld\n", static_cast<long long>(stats->rows()));
-  std::printf("repairs         %llu\n", static_cast<unsigned long long>(stats->repairs()));
-  std::printf("offloaded rows  %llu\n", static_cast<unsigned long long>(stats->offloaded_rows()));
-  std::printf("%-8s %16s %16s %6s %10s\n", "TIER", "BYTES", "CAPACITY", "USED", "SEGMENTS");
-  for (const v1::TierStats& t : stats->tiers()) {
-    const double used = t.capacity_bytes() > 0 ? 100.0 * static_cast<double>(t.bytes()) /
-                                                     static_cast<double>(t.capacity_bytes())
-                                               : 0.0;
-    std::printf("%-8s %16llu %16llu %5.1f%% %10lld\n", t.name().c_str(),
-                static_cast<unsigned long long>(t.bytes()),
-                static_cast<unsigned long long>(t.capacity_bytes()), used,
-                static_cast<long long>(t.segments()));
+  // Field by field through reflection, so that a field added to StatsResponse shows up here
+  // without a change to kvtierctl; the tiers get a table of their own.
+  const google::protobuf::Descriptor* descriptor = stats->GetDescriptor();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
+    if (field->name() == "tiers") continue;
+    std::printf("%-18s %s\n", field->name().c_str(), FieldText(*stats, field).c_str());
   }
+  std::printf("\n%s", TierTable(TierUseOf(*stats).tiers()).c_str());
   return 0;
 }
 
