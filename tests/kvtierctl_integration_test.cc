@@ -1,0 +1,394 @@
+// kvtierctl's operator commands (health, sessions, tiers, stats, watch) run as a subprocess
+// against a real kvtierd holding sessions made through the SDK. Their --json output is parsed
+// back into the messages it claims to be, and checked against what the test put in the daemon:
+// session ids, tenants, rows, and tier capacities equal to the daemon's flags.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "kvtierctl/kvtierctl.pb.h"
+#include "tests/daemon_harness.h"
+#include "tests/integration_util.h"
+#include "tests/shared_daemon_test.h"
+
+namespace kvtier::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::UnorderedElementsAre;
+
+constexpr uint64_t kHostCapacity = 96ull << 20;
+constexpr uint64_t kDiskCapacity = 512ull << 20;
+constexpr int64_t kRows = 1024;
+
+// One kvtierctl run: exit status, stdout and stderr.
+struct CtlResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Parses one line of protobuf JSON into `message`; unknown fields fail the parse, so the
+// output must be exactly the message it claims to be.
+template <typename Message>
+::testing::AssertionResult ParseJson(const std::string& json, Message* message) {
+  const auto status = google::protobuf::util::JsonStringToMessage(json, message);
+  if (status.ok()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << status.ToString() << " in: " << json;
+}
+
+class KvtierctlTest : public SharedDaemonTest<KvtierctlTest> {
+ public:
+  static std::vector<std::string> DaemonFlags() {
+    return {absl::StrCat("--host_capacity_bytes=", kHostCapacity),
+            absl::StrCat("--disk_capacity_bytes=", kDiskCapacity)};
+  }
+
+ protected:
+  void SetUp() override {
+    SharedDaemonTest::SetUp();
+    if (HasFatalFailure()) return;
+    client_ = MakeClient(daemon().unix_target());
+    ASSERT_NE(client_, nullptr);
+  }
+
+  // Runs kvtierctl with `args` (shell words, already quoted where needed) and --server.
+  CtlResult Ctl(const std::string& args) {
+    const std::string err_file = absl::StrCat(daemon().dir(), "/kvtierctl.stderr");
+    CtlResult result;
+    result.out = RunCommand(absl::StrCat("'", KVTIERCTL_PATH, "' ", args, " --server='",
+                                         daemon().unix_target(), "' 2>'", err_file, "'"),
+                            &result.exit_code);
+    result.err = ReadFile(err_file);
+    return result;
+  }
+
+  // Opens a session with the given id and tenant and offloads `rows` synthetic rows.
+  void MakeSession(const std::string& id, const std::string& tenant, int64_t rows, uint64_t seed) {
+    const synthetic::SyntheticKv kv(SmallOptions(rows, seed));
+    SessionOptions options;
+    options.id = id;
+    options.tenant = tenant;
+    absl::StatusOr<TestSession> session = OpenSession(*client_, kv, options);
+    ASSERT_TRUE(session.ok()) << session.status();
+    ASSERT_TRUE(OffloadAll(*client_, *session, kv, /*layers_per_call=*/2).ok());
+  }
+
+  // The two sessions every test may rely on (made once; tests only add and drop others).
+  void EnsureSessions() {
+    if (client_->GetSession("ctl-alpha").ok()) return;
+    MakeSession("ctl-alpha", "alpha", kRows, 1);
+    MakeSession("ctl-beta", "beta", kRows, 2);
+  }
+
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(KvtierctlTest, Health) {
+  CtlResult plain = Ctl("health");
+  EXPECT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(plain.out, "SERVING\n");
+
+  CtlResult json = Ctl("health --json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  google::protobuf::Struct parsed;
+  ASSERT_TRUE(ParseJson(json.out, &parsed));
+  EXPECT_EQ(parsed.fields().at("status").string_value(), "SERVING");
+}
+
+TEST_F(KvtierctlTest, SessionsListsEverySessionAndFiltersByTenant) {
+  ASSERT_NO_FATAL_FAILURE(EnsureSessions());
+  CtlResult all = Ctl("sessions --json");
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_EQ(std::count(all.out.begin(), all.out.end(), '\n'), 1) << all.out;
+  v1::ListSessionsResponse listed;
+  ASSERT_TRUE(ParseJson(all.out, &listed));
+  std::vector<std::string> ids;
+  for (const v1::SessionInfo& s : listed.sessions()) {
+    ids.push_back(s.session_id());
+    if (s.session_id() == "ctl-alpha") {
+      EXPECT_EQ(s.tenant(), "alpha");
+      EXPECT_EQ(s.rows_complete(), kRows);
+      EXPECT_EQ(s.geometry().num_layers(), 4);
+    }
+  }
+  EXPECT_THAT(ids, ::testing::IsSupersetOf({"ctl-alpha", "ctl-beta"}));
+
+  CtlResult beta = Ctl("sessions list --tenant=beta --json");
+  ASSERT_EQ(beta.exit_code, 0) << beta.err;
+  v1::ListSessionsResponse only_beta;
+  ASSERT_TRUE(ParseJson(beta.out, &only_beta));
+  ASSERT_EQ(only_beta.sessions_size(), 1) << beta.out;
+  EXPECT_EQ(only_beta.sessions(0).session_id(), "ctl-beta");
+  EXPECT_EQ(only_beta.sessions(0).rows_stored(), kRows);
+
+  CtlResult table = Ctl("sessions --tenant=alpha");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("ctl-alpha"));
+  EXPECT_THAT(table.out, Not(HasSubstr("ctl-beta")));
+  EXPECT_THAT(table.out, HasSubstr("1 session(s)"));
+}
+
+TEST_F(KvtierctlTest, SessionsShow) {
+  ASSERT_NO_FATAL_FAILURE(EnsureSessions());
+  CtlResult json = Ctl("sessions show ctl-alpha --json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  v1::SessionInfo info;
+  ASSERT_TRUE(ParseJson(json.out, &info));
+  absl::StatusOr<v1::SessionInfo> expected = client_->GetSession("ctl-alpha");
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ(info.session_id(), "ctl-alpha");
+  EXPECT_EQ(info.tenant(), "alpha");
+  EXPECT_EQ(info.rows_complete(), kRows);
+  EXPECT_EQ(info.rows_candidate(), expected->rows_candidate());
+  EXPECT_EQ(info.row_bytes(), expected->row_bytes());
+  EXPECT_EQ(info.geometry().head_dim(), 32);
+  EXPECT_EQ(info.geometry().scoring_layers_size(), 4);
+
+  CtlResult text = Ctl("sessions show ctl-alpha");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr(absl::StrCat(kRows, " complete")));
+  EXPECT_THAT(text.out, HasSubstr("scoring layers  0-3"));
+}
+
+TEST_F(KvtierctlTest, SessionsDropReleasesTheSession) {
+  ASSERT_NO_FATAL_FAILURE(MakeSession("ctl-drop", "alpha", 512, 3));
+  absl::StatusOr<v1::SessionInfo> before = client_->GetSession("ctl-drop");
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  CtlResult drop = Ctl("sessions drop ctl-drop --json");
+  ASSERT_EQ(drop.exit_code, 0) << drop.err;
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(ParseJson(drop.out, &released));
+  EXPECT_TRUE(released.session_released());
+  EXPECT_EQ(released.rows_released(), 512);
+  EXPECT_GT(released.bytes_freed(), 0u);
+  EXPECT_EQ(client_->GetSession("ctl-drop").status().code(), absl::StatusCode::kNotFound);
+
+  // Gone: show and drop say so, with the code, and exit 1.
+  for (const char* verb : {"show", "drop"}) {
+    CtlResult missing = Ctl(absl::StrCat("sessions ", verb, " ctl-drop"));
+    EXPECT_EQ(missing.exit_code, 1) << verb;
+    EXPECT_THAT(missing.out, IsEmpty()) << verb;
+    EXPECT_THAT(missing.err, HasSubstr("no session \"ctl-drop\"")) << verb;
+    EXPECT_THAT(missing.err, HasSubstr("NOT_FOUND")) << verb;
+  }
+
+  // The text form names what was freed.
+  ASSERT_NO_FATAL_FAILURE(MakeSession("ctl-drop-2", "beta", 256, 4));
+  CtlResult text = Ctl("sessions drop ctl-drop-2");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("dropped session ctl-drop-2: 256 rows"));
+  EXPECT_EQ(client_->GetSession("ctl-drop-2").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(KvtierctlTest, TiersReportCapacitiesFromTheFlags) {
+  ASSERT_NO_FATAL_FAILURE(EnsureSessions());
+  CtlResult json = Ctl("tiers --json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  ctl::TierReport report;
+  ASSERT_TRUE(ParseJson(json.out, &report));
+  std::vector<std::string> names;
+  for (const ctl::TierUse& t : report.tiers()) {
+    names.push_back(t.name());
+    if (t.name() == "host") {
+      EXPECT_EQ(t.capacity_bytes(), kHostCapacity);
+    } else if (t.name() == "nvme") {
+      EXPECT_EQ(t.capacity_bytes(), kDiskCapacity);
+    }
+    if (t.capacity_bytes() > 0) {
+      EXPECT_DOUBLE_EQ(t.used_percent(), 100.0 * static_cast<double>(t.bytes()) /
+                                             static_cast<double>(t.capacity_bytes()));
+    }
+  }
+  EXPECT_THAT(names, UnorderedElementsAre("hbm", "host", "nvme"));
+  // The sessions' rows are somewhere.
+  uint64_t bytes = 0;
+  for (const ctl::TierUse& t : report.tiers()) bytes += t.bytes();
+  EXPECT_GT(bytes, 0u);
+
+  CtlResult table = Ctl("tiers");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("96.0 MiB"));   // host capacity
+  EXPECT_THAT(table.out, HasSubstr("512.0 MiB"));  // nvme capacity
+}
+
+TEST_F(KvtierctlTest, StatsPrintsEveryField) {
+  ASSERT_NO_FATAL_FAILURE(EnsureSessions());
+  CtlResult json = Ctl("stats --json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  v1::StatsResponse stats;
+  ASSERT_TRUE(ParseJson(json.out, &stats));
+  EXPECT_GE(stats.sessions(), 2);
+  EXPECT_GE(stats.offloaded_rows(), 2u * kRows);
+  EXPECT_EQ(stats.durability(), "wal");
+  EXPECT_FALSE(stats.version().empty());
+  EXPECT_EQ(stats.tiers_size(), 3);
+  // Every field is printed, zeros included, under its proto name.
+  google::protobuf::Struct raw;
+  ASSERT_TRUE(ParseJson(json.out, &raw));
+  const google::protobuf::Descriptor* descriptor = v1::StatsResponse::descriptor();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    EXPECT_TRUE(raw.fields().contains(descriptor->field(i)->name()))
+        << descriptor->field(i)->name() << " missing from " << json.out;
+  }
+
+  CtlResult text = Ctl("stats");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    if (descriptor->field(i)->name() == "tiers") continue;
+    EXPECT_THAT(text.out, HasSubstr(descriptor->field(i)->name() + " "));
+  }
+  EXPECT_THAT(text.out, HasSubstr("durability         wal"));
+  EXPECT_THAT(text.out, HasSubstr("TIER"));
+}
+
+TEST_F(KvtierctlTest, WatchJsonPrintsOneFramePerLine) {
+  ASSERT_NO_FATAL_FAILURE(EnsureSessions());
+  CtlResult watch = Ctl("watch --count 2 --interval 0.2 --json");
+  ASSERT_EQ(watch.exit_code, 0) << watch.err;
+  const std::vector<std::string> lines = absl::StrSplit(watch.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << watch.out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    ctl::WatchFrame frame;
+    ASSERT_TRUE(ParseJson(lines[i], &frame));
+    EXPECT_EQ(frame.frame(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(frame.tiers_size(), 3);
+    EXPECT_GE(frame.stats().sessions(), 2);
+    std::vector<std::string> ids;
+    for (const v1::SessionInfo& s : frame.sessions()) ids.push_back(s.session_id());
+    EXPECT_THAT(ids, ::testing::IsSupersetOf({"ctl-alpha", "ctl-beta"}));
+    // No rate in the first frame: there is nothing to take a difference from.
+    EXPECT_EQ(frame.has_repairs_per_second(), i > 0) << lines[i];
+    EXPECT_EQ(frame.has_offloaded_rows_per_second(), i > 0) << lines[i];
+  }
+}
+
+// Reads the lines a running `kvtierctl watch` prints, one at a time.
+class WatchProcess {
+ public:
+  explicit WatchProcess(const std::string& command) : pipe_(popen(command.c_str(), "r")) {}
+  ~WatchProcess() { Close(); }
+  // The next line without its newline; empty at the end of the output.
+  std::string NextLine() {
+    std::string line;
+    if (pipe_ == nullptr) return line;
+    char buffer[4096];
+    while (std::fgets(buffer, sizeof(buffer), pipe_) != nullptr) {
+      line += buffer;
+      if (!line.empty() && line.back() == '\n') {
+        line.pop_back();
+        break;
+      }
+    }
+    return line;
+  }
+  // Waits for the process; returns its exit status.
+  int Close() {
+    if (pipe_ == nullptr) return -1;
+    const int status = pclose(pipe_);
+    pipe_ = nullptr;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  FILE* pipe_;
+};
+
+TEST_F(KvtierctlTest, WatchRatesCountWhatHappenedBetweenFrames) {
+  ASSERT_NO_FATAL_FAILURE(EnsureSessions());
+  // Frame 2 comes 3 s after frame 1; one repair and one offload happen in between (both take
+  // milliseconds), and nothing else touches the daemon.
+  WatchProcess watch(absl::StrCat("'", KVTIERCTL_PATH, "' watch --count=2 --interval=3 --json",
+                                  " --server='", daemon().unix_target(), "'"));
+  ctl::WatchFrame first;
+  ASSERT_TRUE(ParseJson(watch.NextLine(), &first));
+
+  const synthetic::SyntheticKv kv(SmallOptions(kRows, 1));
+  absl::StatusOr<v1::SessionInfo> alpha = client_->GetSession("ctl-alpha");
+  ASSERT_TRUE(alpha.ok()) << alpha.status();
+  absl::StatusOr<RowGeometry> geometry = RowGeometry::FromProto(alpha->geometry());
+  ASSERT_TRUE(geometry.ok()) << geometry.status();
+  absl::StatusOr<RepairResult> repair = client_->Repair(
+      NeedleRepair(kv, "ctl-alpha", 0, /*budget=*/16, /*num_tokens=*/4, v1::RETURN_MODE_POSITIONS),
+      *geometry);
+  ASSERT_TRUE(repair.ok()) << repair.status();
+  ASSERT_NO_FATAL_FAILURE(MakeSession("ctl-watch", "gamma", 128, 5));
+
+  ctl::WatchFrame second;
+  ASSERT_TRUE(ParseJson(watch.NextLine(), &second));
+  EXPECT_EQ(watch.NextLine(), "");
+  EXPECT_EQ(watch.Close(), 0);
+  ASSERT_TRUE(second.has_repairs_per_second());
+  const double window = second.stats().uptime_seconds() - first.stats().uptime_seconds();
+  EXPECT_NEAR(second.rate_window_seconds(), window, 1e-9);
+  EXPECT_GT(window, 2.0);
+  EXPECT_EQ(second.stats().repairs() - first.stats().repairs(), 1u);
+  // The daemon counts a row once per Offload call that carries it (two calls of two layers
+  // each here), so the offload grew the counter by at least the 128 rows.
+  const uint64_t offloaded = second.stats().offloaded_rows() - first.stats().offloaded_rows();
+  EXPECT_GE(offloaded, 128u);
+  EXPECT_NEAR(second.repairs_per_second(), 1.0 / window, 1e-9);
+  EXPECT_NEAR(second.offloaded_rows_per_second(), static_cast<double>(offloaded) / window, 1e-6);
+  bool listed = false;
+  for (const v1::SessionInfo& s : second.sessions()) listed |= s.session_id() == "ctl-watch";
+  EXPECT_TRUE(listed) << "the session opened between frames is in frame 2";
+  ASSERT_TRUE(client_->ReleaseSession("ctl-watch").ok());
+}
+
+TEST_F(KvtierctlTest, WatchTextAppendsFramesWhenNotATerminal) {
+  ASSERT_NO_FATAL_FAILURE(EnsureSessions());
+  CtlResult watch = Ctl("watch --count=2 --interval=0.2 --top=1");
+  ASSERT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_THAT(watch.out, Not(HasSubstr("\x1b[")));  // no screen clearing into a pipe
+  const std::vector<std::string> headers = absl::StrSplit(watch.out, "repairs/s ");
+  EXPECT_EQ(headers.size(), 3u) << watch.out;  // two frames
+  EXPECT_THAT(watch.out, HasSubstr("frame 2"));
+  EXPECT_THAT(watch.out, HasSubstr("TIER"));
+  EXPECT_THAT(watch.out, HasSubstr("more\n"));  // --top=1 of at least 2 sessions
+}
+
+TEST_F(KvtierctlTest, UsageErrorsExit2) {
+  for (const char* args :
+       {"no-such-command", "sessions show", "sessions drop a b", "sessions frob", "tiers extra",
+        "stats extra", "health extra", "watch --interval=0", "watch --count=-1",
+        "watch --count=abc", "health --no_such_flag", "stats --json=maybe"}) {
+    CtlResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.err;
+    EXPECT_THAT(r.out, IsEmpty()) << args;
+    EXPECT_THAT(r.err, Not(IsEmpty())) << args;
+  }
+}
+
+TEST(KvtierctlNoServer, RpcErrorExits1WithTheCode) {
+  for (const char* command : {"health", "sessions", "tiers", "stats", "watch --count=1"}) {
+    int exit_code = 0;
+    const std::string out = RunCommand(
+        absl::StrCat("'", KVTIERCTL_PATH, "' ", command,
+                     " --deadline_seconds=1 --server=unix:///nonexistent/kvtierd.sock 2>&1"),
+        &exit_code);
+    EXPECT_EQ(exit_code, 1) << command << ": " << out;
+    EXPECT_THAT(out, HasSubstr("UNAVAILABLE")) << command;
+  }
+}
+
+}  // namespace
+}  // namespace kvtier::testing
