@@ -2,11 +2,11 @@
 """Measures what the return mode costs through the Python SDK (docs/INTEGRATION.md §6).
 
 Opens a full session of the 7B-class shape (28 layers, 28 query heads, 4 KV heads, head dim
-128, fp16, all layers scoring), offloads --rows random rows, then runs
---runs repairs per budget K in payload mode and in positions mode. It prints, per mode and K,
-the median of: the server's score and total time, the client's end-to-end time (the SDK call
-as the engine sees it: signal sent, stream collected, payload decoded into numpy arrays), and
-the bytes received. After each repair the promoted rows are offloaded again (outside the
+128, fp16, all layers scoring), offloads --rows random rows, then runs --runs repairs per
+budget K in payload mode and in positions mode. It prints, per mode and K, the median of:
+the server's score and total time and their difference (what the mode changes: select,
+gather, send), the client's end-to-end time (the SDK call as the engine sees it: signal
+sent, stream collected, payload decoded into numpy arrays), and the bytes received. After each repair the promoted rows are offloaded again (outside the
 timed region), so every repair scores the same candidates. It also prints the host bytes per
 row of the full session and of an index-only session with 4 scoring layers.
 
@@ -80,11 +80,11 @@ def main() -> int:
               f"[{SHAPE.num_layers}][{SHAPE.num_q_heads}][{args.tokens}][{SHAPE.head_dim}]")
         print()
         print("| mode | K | payload MiB | received bytes | server score ms | server total ms "
-              "| client e2e ms |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+              "| total - score ms | client e2e ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for k in budgets:
             for mode in (kvtier.ReturnMode.PAYLOAD, kvtier.ReturnMode.POSITIONS):
-                score, total, e2e, received = [], [], [], 0
+                score, total, rest, e2e, received = [], [], [], [], 0
                 for run in range(args.runs + 1):  # run 0 warms up
                     t0 = time.perf_counter()
                     r = client.repair(sid, queries, k, return_mode=mode)
@@ -92,6 +92,7 @@ def main() -> int:
                     if run > 0:
                         score.append(r.timings.score_seconds)
                         total.append(r.timings.total_seconds)
+                        rest.append(r.timings.total_seconds - r.timings.score_seconds)
                         e2e.append(elapsed)
                         received = r.bytes_received
                     if len(r.chosen) != k:
@@ -107,6 +108,7 @@ def main() -> int:
                 print(f"| {mode.name.lower()} | {k} | {payload_mib:.2f} | {received} | "
                       f"{1e3 * statistics.median(score):.1f} | "
                       f"{1e3 * statistics.median(total):.1f} | "
+                      f"{1e3 * statistics.median(rest):.1f} | "
                       f"{1e3 * statistics.median(e2e):.1f} |")
     finally:
         client.release(sid, whole_session=True)
