@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
-  libabsl-dev prometheus-cpp-dev libspdlog-dev librocksdb-dev
+  libabsl-dev prometheus-cpp-dev libcivetweb-dev zlib1g-dev libspdlog-dev librocksdb-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
   clang-format
   python3-numpy python3-venv python3-pip

@@ -4,7 +4,6 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <prometheus/exposer.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -27,10 +26,13 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gpu/scorer.h"
+#include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/repair_log.h"
 #include "server/repair_pipeline.h"
 #include "server/service.h"
 #include "server/session_registry.h"
+#include "server/statusz.h"
 #include "storage/kv_db.h"
 #include "storage/tier_manager.h"
 #include "storage/trace/access_trace_recorder.h"
@@ -40,7 +42,8 @@ ABSL_FLAG(std::string, unix_socket, "kvtier-data/kvtierd.sock",
 ABSL_FLAG(std::string, listen, "127.0.0.1:50551",
           "TCP address to serve on (port 0 picks a free port); empty disables it");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9551",
-          "HTTP address of the Prometheus /metrics endpoint (port 0 picks one); empty disables");
+          "HTTP address serving Prometheus /metrics and the /statusz page (port 0 picks one); "
+          "empty disables");
 ABSL_FLAG(std::string, data_dir, "kvtier-data", "Directory for the daemon's files");
 ABSL_FLAG(std::string, ready_file, "",
           "When set, written atomically once every listener is up: JSON with pid, unix_socket, "
@@ -256,19 +259,29 @@ int main(int argc, char** argv) {
   }
   (*tiers)->Start();
   kvtier::server::RepairPipeline pipeline(scorer.get(), pipeline_options);
-  kvtier::server::KvTierService service(&registry, tiers->get(), &pipeline, &metrics, kVersion);
+  kvtier::server::RepairLog repair_log;
+  kvtier::server::KvTierService service(&registry, tiers->get(), &pipeline, &metrics, kVersion,
+                                        &repair_log);
+  const kvtier::server::StatusPage status_page({.registry = &registry,
+                                                .tiers = tiers->get(),
+                                                .repair_log = &repair_log,
+                                                .version = kVersion,
+                                                .scorer = std::string(scorer->name()),
+                                                .started = absl::Now()});
 
-  std::unique_ptr<prometheus::Exposer> exposer;
+  // /metrics and /statusz (server/http_server.h).
+  std::unique_ptr<kvtier::server::MetricsHttpServer> http;
   int metrics_port = 0;
   if (const std::string addr = absl::GetFlag(FLAGS_metrics_listen); !addr.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(addr);
-    } catch (const std::exception& e) {
-      spdlog::error("cannot serve metrics on {}: {}", addr, e.what());
+    absl::StatusOr<std::unique_ptr<kvtier::server::MetricsHttpServer>> started =
+        kvtier::server::MetricsHttpServer::Start(addr, metrics.registry(),
+                                                 [&status_page] { return status_page.Render(); });
+    if (!started.ok()) {
+      spdlog::error("{}", std::string(started.status().message()));
       return 1;
     }
-    exposer->RegisterCollectable(metrics.registry());
-    metrics_port = exposer->GetListeningPorts().empty() ? 0 : exposer->GetListeningPorts()[0];
+    http = std::move(*started);
+    metrics_port = http->port();
   }
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -81,6 +81,38 @@ absl::Status ResolveReturnMode(const Session& session, v1::ReturnMode mode, bool
   return absl::OkStatus();
 }
 
+// What /statusz shows of a finished repair (server/statusz.h).
+RepairLogEntry LogEntry(const Session& session, const v1::RepairRequest& request,
+                        const RepairParams& params, const SelectionOutcome& outcome, bool replayed,
+                        const v1::StageTimings& timings) {
+  RepairLogEntry entry;
+  entry.time = absl::Now();
+  entry.session_id = session.id();
+  entry.tenant = session.tenant();
+  switch (params.selector) {
+    case scorer::SelectorKind::kRepairKv:
+      entry.mode = outcome.fast ? "fast" : "exact";
+      break;
+    case scorer::SelectorKind::kOldest:
+      entry.mode = "oldest";
+      break;
+    case scorer::SelectorKind::kRandom:
+      entry.mode = "random";
+      break;
+  }
+  if (replayed) entry.mode = "replay";
+  entry.budget = request.budget();
+  entry.chosen = static_cast<int64_t>(outcome.chosen.size());
+  entry.candidates = outcome.candidates;
+  entry.positions_only = params.positions_only;
+  entry.score_seconds = timings.score_seconds();
+  entry.select_seconds = timings.select_seconds();
+  entry.gather_seconds = timings.gather_seconds();
+  entry.send_seconds = timings.send_seconds();
+  entry.total_seconds = timings.total_seconds();
+  return entry;
+}
+
 uint64_t PlanBytes(const std::vector<PayloadSlice>& plan, const storage::Geometry& geometry) {
   uint64_t bytes = 0;
   for (const PayloadSlice& slice : plan) bytes += SliceBytes(slice, geometry);
@@ -90,11 +122,13 @@ uint64_t PlanBytes(const std::vector<PayloadSlice>& plan, const storage::Geometr
 }  // namespace
 
 KvTierService::KvTierService(SessionRegistry* registry, storage::TierManager* tiers,
-                             RepairPipeline* pipeline, Metrics* metrics, std::string version)
+                             RepairPipeline* pipeline, Metrics* metrics, std::string version,
+                             RepairLog* repair_log)
     : registry_(registry),
       tiers_(tiers),
       pipeline_(pipeline),
       metrics_(metrics),
+      repair_log_(repair_log),
       version_(std::move(version)),
       started_(Clock::now()) {
   metrics_->SetBuildInfo(version_);
@@ -348,6 +382,9 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
   v1::RepairResponse done;
   *done.mutable_done()->mutable_timings() = timings;
   if (!writer->Write(done)) return StreamBroken();
+  if (repair_log_ != nullptr) {
+    repair_log_->Record(LogEntry(session, request, *params, outcome, replayed, timings));
+  }
   return absl::OkStatus();
 }
 

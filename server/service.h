@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "kvtier/v1/kvtier.grpc.pb.h"
 #include "server/metrics.h"
+#include "server/repair_log.h"
 #include "server/repair_pipeline.h"
 #include "server/session_registry.h"
 #include "storage/tier_manager.h"
@@ -19,11 +20,11 @@
 namespace kvtier::server {
 
 // Thread-safe: gRPC calls the handlers from its thread pool. Borrowed pointers must outlive
-// the service.
+// the service. Finished repairs are recorded in `repair_log` when it is not null.
 class KvTierService final : public v1::KvTier::Service {
  public:
   KvTierService(SessionRegistry* registry, storage::TierManager* tiers, RepairPipeline* pipeline,
-                Metrics* metrics, std::string version);
+                Metrics* metrics, std::string version, RepairLog* repair_log = nullptr);
 
   grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
                            v1::OpenSessionResponse* response) override;
@@ -71,6 +72,7 @@ class KvTierService final : public v1::KvTier::Service {
   storage::TierManager* const tiers_;
   RepairPipeline* const pipeline_;
   Metrics* const metrics_;
+  RepairLog* const repair_log_;
   const std::string version_;
   const std::chrono::steady_clock::time_point started_;
 };
