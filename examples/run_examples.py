@@ -53,7 +53,9 @@ def main() -> int:
             print(f"=== {name} {' '.join(extra)}", flush=True)
             start = time.monotonic()
             try:
-                code = subprocess.run(command, timeout=args.timeout).returncode
+                # No __pycache__ in the source tree from a test run.
+                env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+                code = subprocess.run(command, timeout=args.timeout, env=env).returncode
             except subprocess.TimeoutExpired:  # run() kills the child before raising
                 code = f"timeout after {args.timeout:g} s"
             seconds = time.monotonic() - start
