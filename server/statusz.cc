@@ -25,6 +25,10 @@ header p { margin: 2px 0 0; color: #b8c4da; font-size: 13px; }
 main { padding: 8px 24px 24px; }
 section { background: #fff; border: 1px solid #dde2ea; border-radius: 6px;
           margin: 14px 0; padding: 10px 16px 14px; }
+.row { display: flex; flex-wrap: wrap; gap: 0 14px; align-items: flex-start; }
+.row > section { flex: 0 1 auto; }
+.row > div { margin-right: 24px; }
+h3 { font-size: 13px; margin: 2px 0 6px; color: #5a6478; font-weight: 600; }
 h2 { font-size: 15px; margin: 4px 0 10px; color: #1d2b45; }
 table { border-collapse: collapse; }
 th, td { padding: 4px 8px; border-bottom: 1px solid #e8ebf0; text-align: left;
@@ -117,6 +121,7 @@ void AppendSessions(const StatusSnapshot& s, std::string* out) {
                   s.total_sessions == 1 ? "" : "s", " of ", s.tenants.size(), " tenant",
                   s.tenants.size() == 1 ? "" : "s", ".</p>");
   absl::StrAppend(out,
+                  "<div class=\"row\"><div><h3>By tenant</h3>"
                   "<table id=\"tenant-table\"><thead><tr><th>Tenant</th>"
                   "<th class=\"num\">Sessions</th><th class=\"num\">Rows</th>"
                   "<th class=\"num\">Bytes</th></tr></thead><tbody>");
@@ -126,9 +131,9 @@ void AppendSessions(const StatusSnapshot& s, std::string* out) {
                     "</td><td class=\"num\">", t.rows, "</td><td class=\"num\" data-bytes=\"",
                     t.bytes, "\">", FormatBytes(t.bytes), "</td></tr>");
   }
-  absl::StrAppend(out, "</tbody></table>");
+  absl::StrAppend(out, "</tbody></table></div>");
   absl::StrAppend(out,
-                  "<h2>Sessions</h2><table id=\"session-table\"><thead><tr><th>Tenant</th>"
+                  "<div><h3>Sessions</h3><table id=\"session-table\"><thead><tr><th>Tenant</th>"
                   "<th>Session</th><th class=\"num\">Rows</th><th class=\"num\">Bytes</th>"
                   "<th class=\"num\">Segments</th><th class=\"num\">On disk</th>"
                   "<th>Expires in</th></tr></thead><tbody>");
@@ -143,7 +148,7 @@ void AppendSessions(const StatusSnapshot& s, std::string* out) {
                     FormatDuration(static_cast<double>(session.expires_unix_ms - now_ms) / 1e3),
                     "</td></tr>");
   }
-  absl::StrAppend(out, "</tbody></table>");
+  absl::StrAppend(out, "</tbody></table></div></div>");
   if (static_cast<int64_t>(s.sessions.size()) < s.total_sessions) {
     absl::StrAppend(out, "<p class=\"muted\">Showing the first ", s.sessions.size(), " of ",
                     s.total_sessions, " sessions.</p>");
@@ -277,8 +282,10 @@ std::string RenderStatusz(const StatusSnapshot& snapshot, int refresh_seconds) {
                                       : std::string(),
                   ". Metrics for Prometheus: <a style=\"color:#b8c4da\" href=\"/metrics\">"
                   "/metrics</a>.</p></header><main>");
+  absl::StrAppend(&out, "<div class=\"row\">");
   AppendOverview(snapshot, &out);
   AppendTiers(snapshot, &out);
+  absl::StrAppend(&out, "</div>");
   AppendSessions(snapshot, &out);
   AppendRepairs(snapshot, &out);
   absl::StrAppend(&out, "</main></body></html>\n");
