@@ -1,0 +1,87 @@
+"""Every RPC through kvtier.AsyncClient (grpc.aio) against the real kvtierd."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+import kvtier
+from conftest import kv
+
+GEOM = kvtier.Geometry(num_layers=2, num_q_heads=4, num_kv_heads=2, head_dim=16,
+                       dtype="float32")
+
+
+@pytest.mark.asyncio
+async def test_async_every_rpc(aclient, rng):
+    assert await aclient.health() == "SERVING"
+    await aclient.wait_until_serving(timeout=10)
+    before = await aclient.stats()
+
+    info = await aclient.open_session(GEOM, session_id="py-async", tenant="pytest-async")
+    assert info.session_id == "py-async" and info.geometry.dtype == "float32"
+    keys, values = kv(rng, 2, 64, 2, 16, "float32"), kv(rng, 2, 64, 2, 16, "float32")
+    off = await aclient.offload("py-async", np.arange(64) * 2, keys, values)
+    assert off.rows_completed == 64 and off.bytes == keys.nbytes * 2
+
+    r = await aclient.repair("py-async", rng.standard_normal((2, 4, 2, 16)).astype(np.float32),
+                             budget=10, burst_left=0, burst_right=1)
+    assert len(r.chosen) == 10 and r.candidates == 64
+    assert np.array_equal(r.keys, keys[:, r.chosen // 2])
+    assert np.array_equal(r.values, values[:, r.chosen // 2])
+
+    p = await aclient.promote("py-async", [126, 0])
+    assert np.array_equal(p.keys, keys[:, [63, 0]]) and np.array_equal(p.values, values[:, [63, 0]])
+
+    pause = await aclient.begin_pause("py-async")
+    assert pause.segments_left == 0
+    s = await aclient.get_session("py-async")
+    assert s.rows_complete == 64 and s.rows_promoted >= 10
+    listed = await aclient.list_sessions("pytest-async")
+    assert [x.session_id for x in listed] == ["py-async"]
+
+    after = await aclient.stats()
+    assert after.repairs == before.repairs + 1
+    assert after.offloaded_rows >= before.offloaded_rows + 64
+
+    rel = await aclient.release("py-async", [0, 2, 4])
+    assert rel.rows_released == 3
+    gone = await aclient.release("py-async", whole_session=True)
+    assert gone.session_released
+    with pytest.raises(kvtier.NotFound):
+        await aclient.get_session("py-async")
+
+
+@pytest.mark.asyncio
+async def test_async_concurrent_sessions(aclient, rng):
+    async def one(i):
+        info = await aclient.open_session(GEOM)
+        keys = kv(rng, 2, 32, 2, 16, "float32")
+        await aclient.offload(info.session_id, np.arange(32), keys, keys)
+        p = await aclient.promote(info.session_id, [i])
+        await aclient.release(info.session_id, whole_session=True)
+        return np.array_equal(p.keys, keys[:, [i]])
+
+    assert await asyncio.gather(*(one(i) for i in range(8))) == [True] * 8
+
+
+@pytest.mark.asyncio
+async def test_async_errors_are_typed(aclient, rng):
+    with pytest.raises(kvtier.NotFound, match="session"):
+        await aclient.get_session("py-no-such-session")
+    with pytest.raises(kvtier.InvalidArgument, match="keys"):
+        await aclient.offload("py-x", [1], np.zeros((1, 1, 2, 8), np.float32),
+                              np.zeros((1, 1, 2, 8), np.float32), geometry=GEOM)
+    info = await aclient.open_session(GEOM)
+    with pytest.raises(kvtier.InvalidArgument, match="budget"):
+        await aclient.repair(info.session_id, np.zeros((2, 4, 1, 16), np.float32), budget=0)
+    await aclient.release(info.session_id, whole_session=True)
+
+
+@pytest.mark.asyncio
+async def test_async_unavailable_after_retries():
+    policy = kvtier.RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02)
+    async with kvtier.AsyncClient("unix:///nonexistent/kvtierd.sock", timeout=10,
+                                  retry_policy=policy) as c:
+        with pytest.raises(kvtier.Unavailable):
+            await c.stats()

@@ -1,0 +1,105 @@
+"""Retries on UNAVAILABLE (a daemon that starts late, a stopped daemon) and deadlines."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import kvtier
+import kvtier.testing
+from conftest import kv
+
+
+class CountingPolicy(kvtier.RetryPolicy):
+    """A RetryPolicy that counts the retries it was asked to wait for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        object.__setattr__(self, "retries", 0)
+        object.__setattr__(self, "first_retry", threading.Event())
+
+    def backoff(self, retry, rng=None):
+        object.__setattr__(self, "retries", self.retries + 1)
+        self.first_retry.set()
+        return super().backoff(retry, rng)
+
+
+def test_stopped_daemon_is_unavailable_after_the_retries():
+    with kvtier.testing.Daemon() as d:
+        d.stop()
+        policy = CountingPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+        with kvtier.Client(d.unix_target, timeout=20, retry_policy=policy) as c:
+            with pytest.raises(kvtier.Unavailable):
+                c.stats()
+        assert policy.retries == 2  # 3 attempts
+
+
+def test_daemon_that_starts_late_is_reached_by_the_retries():
+    with kvtier.testing.Daemon() as d:
+        d.stop()  # same socket path, nobody listening
+        policy = CountingPolicy(max_attempts=200, initial_backoff=0.05, max_backoff=0.25)
+        result = {}
+        with kvtier.Client(d.unix_target, timeout=120, retry_policy=policy) as c:
+            def call():
+                try:
+                    result["stats"] = c.stats()
+                except Exception as e:  # noqa: BLE001
+                    result["error"] = e
+
+            t = threading.Thread(target=call)
+            t.start()
+            try:
+                assert policy.first_retry.wait(60), "the call never retried"
+                d.restart()  # the daemon comes up while the call is retrying
+            finally:
+                t.join(120)
+            assert "error" not in result, result.get("error")
+            assert result["stats"].scorer == "cpu"
+            assert policy.retries >= 1
+
+
+def test_no_retries_without_request_id_after_unavailable():
+    policy = CountingPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.02)
+    g = kvtier.Geometry(num_layers=1, num_q_heads=1, num_kv_heads=1, head_dim=4,
+                        dtype="float32")
+    with kvtier.Client("unix:///nonexistent/kvtierd.sock", retry_policy=policy) as c:
+        with pytest.raises(kvtier.Unavailable):
+            c.repair("s", np.zeros((1, 1, 1, 4), np.float32), budget=1, request_id="",
+                     geometry=g)
+        assert policy.retries == 0  # "" disables the idempotency key, so no retry
+        with pytest.raises(kvtier.Unavailable):
+            c.release("s", whole_session=True)
+        assert policy.retries == 0  # not idempotent: never retried
+        with pytest.raises(kvtier.Unavailable):
+            c.repair("s", np.zeros((1, 1, 1, 4), np.float32), budget=1, geometry=g)
+        assert policy.retries == 4  # generated request id: safe to retry
+
+
+def test_retries_never_pass_the_deadline():
+    policy = CountingPolicy(max_attempts=1000, initial_backoff=0.05, max_backoff=0.1)
+    with kvtier.Client("unix:///nonexistent/kvtierd.sock", retry_policy=policy) as c:
+        import time
+        t0 = time.monotonic()
+        with pytest.raises(kvtier.Unavailable):
+            c.stats(timeout=1.0)
+        assert time.monotonic() - t0 < 5.0
+        assert 1 <= policy.retries < 1000
+
+
+def test_deadline_exceeded(client, rng):
+    g = kvtier.Geometry(num_layers=4, num_q_heads=16, num_kv_heads=4, head_dim=64,
+                        dtype="float16")
+    info = client.open_session(g)
+    n = 20000
+    keys = kv(rng, 4, n, 4, 64, "float16")
+    client.offload(info.session_id, np.arange(n), keys, keys)
+    q = rng.standard_normal((4, 16, 64, 64)).astype(np.float32)
+    with pytest.raises(kvtier.DeadlineExceeded) as e:
+        client.repair(info.session_id, q, budget=100, scoring_mode="exact", timeout=0.005)
+    assert isinstance(e.value, TimeoutError)
+    # A repair past its deadline promotes nothing.
+    assert client.get_session(info.session_id).rows_promoted == 0
+    # The same call with time to spare succeeds.
+    r = client.repair(info.session_id, q, budget=100, return_mode="positions", timeout=120)
+    assert len(r.chosen) == 100
+    client.release(info.session_id, whole_session=True)
