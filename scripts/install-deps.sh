@@ -11,6 +11,7 @@ packages=(
   clang-format
   python3-numpy python3-venv python3-pip
   prometheus chromium
+  docker-compose
 )
 
 missing=()
