@@ -4,6 +4,7 @@ checking, the Repair/Promote stream collector and the geometry cache. No I/O her
 from __future__ import annotations
 
 import collections
+import threading
 import time
 import uuid
 from typing import Any, Optional, Sequence, Union
@@ -99,22 +100,26 @@ class GeometryCache:
     """session id -> Geometry of the sessions this client opened or looked up (LRU)."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._items: "collections.OrderedDict[str, Geometry]" = collections.OrderedDict()
 
     def get(self, session_id: str) -> Optional[Geometry]:
-        g = self._items.get(session_id)
-        if g is not None:
-            self._items.move_to_end(session_id)
-        return g
+        with self._lock:
+            g = self._items.get(session_id)
+            if g is not None:
+                self._items.move_to_end(session_id)
+            return g
 
     def put(self, session_id: str, geometry: Geometry) -> None:
-        self._items[session_id] = geometry
-        self._items.move_to_end(session_id)
-        while len(self._items) > _GEOMETRY_CACHE:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[session_id] = geometry
+            self._items.move_to_end(session_id)
+            while len(self._items) > _GEOMETRY_CACHE:
+                self._items.popitem(last=False)
 
     def drop(self, session_id: str) -> None:
-        self._items.pop(session_id, None)
+        with self._lock:
+            self._items.pop(session_id, None)
 
 
 def session_id_arg(session_id: Any) -> str:

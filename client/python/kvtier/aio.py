@@ -12,7 +12,7 @@ import grpc.aio
 
 from kvtier import _core, _health
 from kvtier.arrays import DEFAULT_CHUNK_BYTES
-from kvtier.client import _normalized
+from kvtier.client import _same_geometry
 from kvtier.datatypes import (Geometry, OffloadResult, PauseResult, PromoteResult,
                               ReleaseResult, RepairResult, RetryPolicy, ReturnMode,
                               ScoringMode, Selector, SessionInfo, Stats)
@@ -105,7 +105,8 @@ class AsyncClient:
         return await self._with_retries(attempt, timeout, retry)
 
     async def health(self, service: str = "", *, timeout: Optional[float] = None) -> str:
-        """grpc.health.v1 Check: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN"."""
+        """grpc.health.v1 Check: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN"
+        (NotFound for a service the server does not know)."""
         return await self._unary(self._health_check, service, timeout)
 
     async def wait_until_serving(self, timeout: float = 30.0, poll: float = 0.05) -> None:
@@ -139,7 +140,7 @@ class AsyncClient:
             except grpc.RpcError as e:
                 if (tries[0] > 1 and session_id and e.code() == grpc.StatusCode.ALREADY_EXISTS):
                     info = await self.get_session(session_id, timeout=t)
-                    if info.proto.geometry.SerializeToString() == _normalized(request.geometry, info):
+                    if _same_geometry(request.geometry, info):
                         return info.proto
                     raise AlreadyExists(e.details() or "") from None
                 raise

@@ -105,7 +105,8 @@ def _check_dtype(arr: np.ndarray, stated: Optional[str], name: str, want: str,
     if want == "bfloat16":
         ok = stated == "bfloat16" or arr.dtype.kind == "u" and arr.dtype.itemsize == 2
     else:
-        ok = stated is None and arr.dtype.kind == "f" and arr.dtype.itemsize == _NUMPY[want].itemsize
+        ok = (stated is None and arr.dtype.kind == "f"
+              and arr.dtype.itemsize == _NUMPY[want].itemsize)
     if not ok:
         hint = (" (bfloat16: ml_dtypes.bfloat16, uint16 bits or torch.bfloat16)"
                 if want == "bfloat16" else "")

@@ -132,7 +132,8 @@ class Client:
     # -- calls ---------------------------------------------------------------------------
 
     def health(self, service: str = "", *, timeout: Optional[float] = None) -> str:
-        """grpc.health.v1 Check: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN".
+        """grpc.health.v1 Check: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN"
+        (NotFound for a service the server does not know).
         Raises Unavailable when the daemon cannot be reached (after the retries)."""
         return self._unary(self._health_check, service, timeout)
 
@@ -176,7 +177,7 @@ class Client:
             except grpc.RpcError as e:
                 if (tries[0] > 1 and session_id and e.code() == grpc.StatusCode.ALREADY_EXISTS):
                     info = self.get_session(session_id, timeout=t)
-                    if info.proto.geometry.SerializeToString() == _normalized(request.geometry, info):
+                    if _same_geometry(request.geometry, info):
                         return info.proto
                     raise AlreadyExists(e.details() or "") from None
                 raise
@@ -278,11 +279,12 @@ class Client:
         return Stats.from_proto(self._unary(self.stub.Stats, pb.StatsRequest(), timeout))
 
 
-def _normalized(asked: pb.Geometry, info: SessionInfo) -> bytes:
-    """``asked`` as the server would store it (scoring layers filled in and sorted)."""
+def _same_geometry(asked: pb.Geometry, info: SessionInfo) -> bool:
+    """Whether session ``info`` has the geometry ``asked`` for, as the server stores it
+    (scoring layers filled in and sorted)."""
     g = pb.Geometry()
     g.CopyFrom(asked)
     layers = sorted(g.scoring_layers) or list(range(g.num_layers))
     del g.scoring_layers[:]
     g.scoring_layers.extend(layers)
-    return g.SerializeToString()
+    return Geometry.from_proto(g) == info.geometry

@@ -12,6 +12,8 @@ GEOM = kvtier.Geometry(num_layers=4, num_q_heads=8, num_kv_heads=2, head_dim=16,
 
 def test_health_and_stats(client):
     assert client.health() == "SERVING"
+    with pytest.raises(kvtier.NotFound):
+        client.health("no.such.Service")
     client.wait_until_serving(timeout=10)
     stats = client.stats()
     assert [t.name for t in stats.tiers] == ["hbm", "host", "nvme"]
@@ -133,7 +135,8 @@ def test_payload_larger_than_one_server_chunk(client, rng):
     r = client.repair(info.session_id, rng.standard_normal((2, 8, 1, 128)).astype(np.float32),
                       budget=600, burst_left=0, burst_right=0)
     assert r.payload_chunks >= 3 and len(r.chosen) == 600
-    assert np.array_equal(r.keys, keys[:, r.chosen]) and np.array_equal(r.values, values[:, r.chosen])
+    assert np.array_equal(r.keys, keys[:, r.chosen])
+    assert np.array_equal(r.values, values[:, r.chosen])
     client.release(info.session_id, whole_session=True)
 
 

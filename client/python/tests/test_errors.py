@@ -27,11 +27,14 @@ def zeros(*shape, dtype=np.float16):
 
 @pytest.mark.parametrize("keys,values,match", [
     (zeros(2, 3, 2, 7), zeros(2, 3, 2, 8),
-     r"keys: expected shape \[layers, rows=3, kv_heads=2, head_dim=8\] of float16, got shape \[2, 3, 2, 7\]"),
+     r"keys: expected shape \[layers, rows=3, kv_heads=2, head_dim=8\] of float16, "
+     r"got shape \[2, 3, 2, 7\]"),
     (zeros(2, 3, 2, 8), zeros(1, 3, 2, 8),
-     r"values: expected shape \[layers=2, rows=3, kv_heads=2, head_dim=8\] of float16, got shape \[1, 3, 2, 8\]"),
+     r"values: expected shape \[layers=2, rows=3, kv_heads=2, head_dim=8\] of float16, "
+     r"got shape \[1, 3, 2, 8\]"),
     (zeros(2, 3, 2, 8, dtype=np.float32), zeros(2, 3, 2, 8),
-     r"keys: expected \[layers, rows=3, kv_heads=2, head_dim=8\] of the session dtype float16, got float32"),
+     r"keys: expected \[layers, rows=3, kv_heads=2, head_dim=8\] of the session dtype "
+     r"float16, got float32"),
     (zeros(2, 3, 2, 8), zeros(2, 3, 2, 8, dtype=np.int16),
      r"values: .*session dtype float16, got int16"),
     (zeros(3, 3, 2, 8), zeros(3, 3, 2, 8), r"keys: layers \[layer_begin=0, .*=3\) .* num_layers=2"),
@@ -58,12 +61,13 @@ def test_positions_checked_before_sending(dead_client, positions, match):
 
 def test_repair_and_release_arguments_checked_before_sending(dead_client):
     with pytest.raises(kvtier.InvalidArgument,
-                       match=r"queries: expected shape \[scoring_layers=2, q_heads=4, tokens, head_dim=8\] of float32, got shape \[2, 2, 1, 8\]"):
+                       match=r"queries: expected shape \[scoring_layers=2, q_heads=4, tokens, "
+                             r"head_dim=8\] of float32, got shape \[2, 2, 1, 8\]"):
         dead_client.repair("s", zeros(2, 2, 1, 8, dtype=np.float32), budget=3, geometry=GEOM)
     with pytest.raises(kvtier.InvalidArgument, match="queries: .* got float64"):
         dead_client.repair("s", np.zeros((2, 4, 1, 8)), budget=3, geometry=GEOM)
-    with pytest.raises(kvtier.InvalidArgument,
-                       match=r"lse: expected shape \[scoring_layers=2, q_heads=4, tokens=1\] of float32"):
+    with pytest.raises(kvtier.InvalidArgument, match=r"lse: expected shape "
+                       r"\[scoring_layers=2, q_heads=4, tokens=1\] of float32"):
         dead_client.repair("s", zeros(2, 4, 1, 8, dtype=np.float32), budget=3,
                            lse=zeros(2, 4, 2, dtype=np.float32), geometry=GEOM)
     with pytest.raises(kvtier.InvalidArgument, match="queries: required"):
