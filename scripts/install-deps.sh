@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kvtier builds and tests with, when any is missing.
 # Safe to run repeatedly: it calls apt-get only if something is not installed yet.
+#   scripts/install-deps.sh           what the build and the test suite need
+#   scripts/install-deps.sh --build   only what the build needs (scripts/build.sh: run.sh and
+#                                     the Docker images)
 set -euo pipefail
 
 packages=(
@@ -8,11 +11,15 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libabsl-dev prometheus-cpp-dev libcivetweb-dev zlib1g-dev libspdlog-dev librocksdb-dev
   libgtest-dev libgmock-dev libbenchmark-dev libhiredis-dev
-  clang-format
-  python3-numpy python3-venv python3-pip
-  prometheus chromium
-  docker-compose
 )
+if [ "${1:-}" != "--build" ]; then
+  packages+=(
+    clang-format
+    python3-numpy python3-venv python3-pip
+    prometheus chromium
+    docker-compose
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do
