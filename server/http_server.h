@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 class CivetServer;
 
@@ -25,11 +26,16 @@ class MetricsHttpServer {
   using PageFn = std::function<std::string()>;
 
   // Serves on `address` ("host:port", port 0 picks a free one):
-  //   GET /metrics  `metrics` in the Prometheus text format 0.0.4 (gzip when the client
-  //                 accepts it), plus the exposer_* scrape counters the Exposer reported;
+  //   GET /metrics  `metrics` in the Prometheus text format 0.0.4 (gzip when the client's
+  //                 Accept-Encoding accepts it; Vary: Accept-Encoding), plus the exposer_*
+  //                 scrape counters the Exposer reported;
   //   GET /statusz  statusz() as text/html;
-  //   anything else 404.
-  // UNAVAILABLE when the address cannot be bound.
+  //   HEAD of either: the same headers, no body (not counted as a scrape);
+  //   another method on either: 405 with Allow: GET, HEAD;
+  //   any other path: 404.
+  // An exception from `metrics` or `statusz` is logged and answered with 500. Every reply
+  // carries Connection: close (one request per connection). UNAVAILABLE when the address
+  // cannot be bound.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       const std::string& address, std::shared_ptr<prometheus::Collectable> metrics, PageFn statusz);
 
@@ -50,6 +56,10 @@ class MetricsHttpServer {
   std::unique_ptr<CivetServer> server_;
   int port_ = 0;
 };
+
+// Whether an Accept-Encoding header value accepts gzip: "gzip" (or "x-gzip") or "*" with a
+// q-value above 0 (RFC 9110 12.5.3; a missing q-value is 1, "gzip;q=0" refuses gzip).
+bool AcceptsGzip(absl::string_view accept_encoding);
 
 }  // namespace kvtier::server
 

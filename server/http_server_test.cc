@@ -9,8 +9,11 @@
 #include <zlib.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -29,20 +32,33 @@ struct Response {
   std::string body;
 };
 
-// One HTTP/1.0 GET to 127.0.0.1:port with a 10 s socket timeout.
-Response Get(int port, const std::string& path, const std::string& extra_headers = "") {
-  Response r;
+// A TCP socket connected to 127.0.0.1:port with a 10 s receive timeout, or -1.
+int Connect(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return r;
+  if (fd < 0) return -1;
   const timeval tv{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// One HTTP/1.1 request (`method` `path`) to 127.0.0.1:port, read until the server closes.
+Response Request(int port, const std::string& method, const std::string& path,
+                 const std::string& extra_headers = "") {
+  Response r;
+  const int fd = Connect(port);
+  if (fd < 0) return r;
   std::string raw;
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\n", extra_headers, "\r\n");
+  {
+    const std::string request =
+        absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\n", extra_headers, "\r\n");
     if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
         static_cast<ssize_t>(request.size())) {
       char buf[8192];
@@ -58,6 +74,10 @@ Response Get(int port, const std::string& path, const std::string& extra_headers
   for (char& c : r.headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   r.body = raw.substr(end + 4);
   return r;
+}
+
+Response Get(int port, const std::string& path, const std::string& extra_headers = "") {
+  return Request(port, "GET", path, extra_headers);
 }
 
 std::string Gunzip(const std::string& in) {
@@ -101,6 +121,7 @@ class MetricsHttpServerTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
         MetricsHttpServer::Start("127.0.0.1:0", *registry_, [] {
           ++pages_;
+          if (throw_) throw std::runtime_error("page failed");
           return std::string("<!DOCTYPE html><p>status</p>");
         });
     ASSERT_TRUE(http.ok()) << http.status();
@@ -116,11 +137,13 @@ class MetricsHttpServerTest : public ::testing::Test {
 
   static std::shared_ptr<prometheus::Registry>* registry_;
   static std::atomic<int> pages_;
+  static std::atomic<bool> throw_;  // the page callback throws while set
   static MetricsHttpServer* http_;
 };
 
 std::shared_ptr<prometheus::Registry>* MetricsHttpServerTest::registry_ = nullptr;
 std::atomic<int> MetricsHttpServerTest::pages_{0};
+std::atomic<bool> MetricsHttpServerTest::throw_{false};
 MetricsHttpServer* MetricsHttpServerTest::http_ = nullptr;
 
 TEST_F(MetricsHttpServerTest, ServesMetricsAsPrometheusText) {
@@ -165,6 +188,114 @@ TEST_F(MetricsHttpServerTest, UnknownPathsAreNotFound) {
     EXPECT_THAT(r.status_line, StartsWith("HTTP/1.1 404")) << path;
   }
   EXPECT_EQ(pages_.load(), pages);
+}
+
+TEST_F(MetricsHttpServerTest, RepliesSayConnectionClose) {
+  for (const char* path : {"/metrics", "/statusz", "/nope"}) {
+    const Response r = Get(http_->port(), path);
+    EXPECT_THAT(r.headers, HasSubstr("\r\nconnection: close")) << path;
+  }
+}
+
+TEST_F(MetricsHttpServerTest, GzipFollowsQValues) {
+  struct Case {
+    const char* accept;
+    bool gzip;
+  };
+  for (const Case& c : {Case{"gzip;q=0", false}, Case{"gzip; q=0.000, identity", false},
+                        Case{"identity", false}, Case{"deflate, br", false}, Case{"*;q=0", false},
+                        Case{"*, gzip;q=0", false}, Case{"gzip;q=0.5", true}, Case{"GZIP", true},
+                        Case{"*", true}, Case{"br;q=1.0, gzip;q=0.8, *;q=0.1", true}}) {
+    const Response r =
+        Get(http_->port(), "/metrics", absl::StrCat("Accept-Encoding: ", c.accept, "\r\n"));
+    EXPECT_THAT(r.status_line, StartsWith("HTTP/1.1 200")) << c.accept;
+    EXPECT_THAT(r.headers, HasSubstr("\r\nvary: accept-encoding")) << c.accept;
+    if (c.gzip) {
+      EXPECT_THAT(r.headers, HasSubstr("content-encoding: gzip")) << c.accept;
+      EXPECT_THAT(Gunzip(r.body), HasSubstr("\nkvtier_test_things_total 7\n")) << c.accept;
+    } else {
+      EXPECT_THAT(r.headers, Not(HasSubstr("content-encoding"))) << c.accept;
+      EXPECT_THAT(r.body, HasSubstr("\nkvtier_test_things_total 7\n")) << c.accept;
+    }
+  }
+  EXPECT_THAT(Get(http_->port(), "/metrics").headers, HasSubstr("\r\nvary: accept-encoding"));
+}
+
+TEST(AcceptsGzip, ParsesItemsAndQValues) {
+  EXPECT_TRUE(AcceptsGzip("gzip"));
+  EXPECT_TRUE(AcceptsGzip("x-gzip"));
+  EXPECT_TRUE(AcceptsGzip(" deflate , gzip ;Q=0.001"));
+  EXPECT_FALSE(AcceptsGzip(""));
+  EXPECT_FALSE(AcceptsGzip("gzip;q=0"));
+  EXPECT_FALSE(AcceptsGzip("gzip;q=0.0"));
+  EXPECT_FALSE(AcceptsGzip("gzip;q=oops"));
+  EXPECT_FALSE(AcceptsGzip("gzipx"));
+  EXPECT_FALSE(AcceptsGzip("*;q=0"));
+  EXPECT_FALSE(AcceptsGzip("gzip;q=0, *"));  // gzip named and refused: * does not cover it
+  EXPECT_TRUE(AcceptsGzip("identity;q=0, *"));
+}
+
+TEST_F(MetricsHttpServerTest, HeadGetsTheHeadersWithoutABody) {
+  const Response get = Get(http_->port(), "/metrics");
+  ASSERT_THAT(get.status_line, StartsWith("HTTP/1.1 200"));
+  const double scrapes = Sample(get.body, "exposer_scrapes_total");
+  const Response head = Request(http_->port(), "HEAD", "/metrics");
+  EXPECT_THAT(head.status_line, StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(head.headers, HasSubstr("content-type: text/plain; version=0.0.4; charset=utf-8"));
+  EXPECT_THAT(head.headers, HasSubstr("content-length: "));
+  EXPECT_EQ(head.body, "");
+  // HEAD is not a scrape.
+  EXPECT_EQ(Sample(Get(http_->port(), "/metrics").body, "exposer_scrapes_total"), scrapes + 1);
+
+  const Response page = Request(http_->port(), "HEAD", "/statusz");
+  EXPECT_THAT(page.status_line, StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(page.headers, HasSubstr("content-type: text/html; charset=utf-8"));
+  EXPECT_THAT(page.headers, HasSubstr("content-length: 28"));
+  EXPECT_EQ(page.body, "");
+
+  const Response missing = Request(http_->port(), "HEAD", "/nope");
+  EXPECT_THAT(missing.status_line, StartsWith("HTTP/1.1 404"));
+  EXPECT_EQ(missing.body, "");
+}
+
+TEST_F(MetricsHttpServerTest, OtherMethodsAreNotAllowed) {
+  const int pages = pages_.load();
+  for (const char* method : {"POST", "PUT", "DELETE", "OPTIONS", "PATCH"}) {
+    for (const char* path : {"/metrics", "/statusz"}) {
+      const Response r = Request(http_->port(), method, path, "Content-Length: 0\r\n");
+      EXPECT_THAT(r.status_line, StartsWith("HTTP/1.1 405")) << method << " " << path;
+      EXPECT_THAT(r.headers, HasSubstr("\r\nallow: get, head")) << method << " " << path;
+    }
+  }
+  EXPECT_EQ(pages_.load(), pages);
+}
+
+TEST_F(MetricsHttpServerTest, AnExceptionFromThePageIsA500) {
+  throw_ = true;
+  const Response r = Get(http_->port(), "/statusz");
+  throw_ = false;
+  EXPECT_THAT(r.status_line, StartsWith("HTTP/1.1 500"));
+  EXPECT_THAT(r.body, HasSubstr("500 internal error"));
+  // The server is still up.
+  EXPECT_THAT(Get(http_->port(), "/statusz").status_line, StartsWith("HTTP/1.1 200"));
+  EXPECT_THAT(Get(http_->port(), "/metrics").status_line, StartsWith("HTTP/1.1 200"));
+}
+
+TEST_F(MetricsHttpServerTest, IdleConnectionsDoNotStallAScrape) {
+  // Connections that never send a request each hold a worker until the request timeout.
+  std::vector<int> idle;
+  for (int i = 0; i < 8; ++i) {
+    const int fd = Connect(http_->port());
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const Response r = Get(http_->port(), "/metrics");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int fd : idle) close(fd);
+  EXPECT_THAT(r.status_line, StartsWith("HTTP/1.1 200"));
+  EXPECT_LT(seconds, 5.0) << "a scrape behind 8 idle connections took " << seconds << " s";
 }
 
 TEST_F(MetricsHttpServerTest, TakenPortIsUnavailable) {
