@@ -58,8 +58,9 @@ Metrics::Metrics(absl::string_view scorer_name)
   promoted_bytes_ = &prometheus::BuildCounter()
                          .Name("kvtier_promoted_bytes_total")
                          .Help(
-                             "K and V payload bytes returned by Repair and Promote (replays "
-                             "and positions-only returns not counted)")
+                             "K and V payload bytes streamed back by Repair and Promote, counted "
+                             "as each chunk is written (replays and positions-only returns not "
+                             "counted)")
                          .Register(*registry_)
                          .Add({});
   released_rows_ = &prometheus::BuildCounter()

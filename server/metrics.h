@@ -41,7 +41,7 @@ class Metrics {
   prometheus::Counter& offloaded_bytes() { return *offloaded_bytes_; }
   prometheus::Counter& repairs() { return *repairs_; }
   prometheus::Counter& promoted_rows() { return *promoted_rows_; }
-  // K and V payload bytes streamed back by Repair and Promote.
+  // K and V payload bytes streamed back by Repair and Promote, added as each chunk is written.
   prometheus::Counter& promoted_bytes() { return *promoted_bytes_; }
   prometheus::Counter& released_rows() { return *released_rows_; }
   // Bytes freed by Release (whole sessions included).

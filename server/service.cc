@@ -37,11 +37,14 @@ absl::Time RoomDeadline(const grpc::ServerContext& context) {
 // session lock into one reused message and written with the lock released: memory stays
 // at one chunk whatever K is, and a slow client never holds the session. Rows released or
 // re-offloaded by the engine while their payload streams end the call with
-// FAILED_PRECONDITION; other gather errors (DATA_LOSS, UNAVAILABLE) pass through.
+// FAILED_PRECONDITION; other gather errors (DATA_LOSS, UNAVAILABLE) pass through. Each
+// chunk's payload bytes are added to `streamed_bytes` (when not null) once the chunk is
+// written, so a stream that breaks counts only what was sent.
 template <typename Response>
 absl::Status StreamPayload(Session& session, absl::Span<const int64_t> positions,
                            const std::vector<PayloadSlice>& plan,
-                           grpc::ServerWriter<Response>* writer, v1::StageTimings* timings) {
+                           grpc::ServerWriter<Response>* writer, v1::StageTimings* timings,
+                           prometheus::Counter* streamed_bytes) {
   Response message;
   v1::PayloadChunk* chunk = message.mutable_chunk();
   double gather = 0, send = 0;
@@ -62,6 +65,9 @@ absl::Status StreamPayload(Session& session, absl::Span<const int64_t> positions
     gather += std::chrono::duration<double>(send_start - gather_start).count();
     if (!writer->Write(message)) return StreamBroken();
     send += SecondsSince(send_start);
+    if (streamed_bytes != nullptr) {
+      streamed_bytes->Increment(static_cast<double>(SliceBytes(slice, session.geometry())));
+    }
   }
   timings->set_gather_seconds(gather);
   timings->set_send_seconds(send);
@@ -361,7 +367,6 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
   metrics_->repairs().Increment();
   if (!replayed) {  // a replay promotes nothing new
     metrics_->promoted_rows().Increment(static_cast<double>(outcome.chosen.size()));
-    metrics_->promoted_bytes().Increment(static_cast<double>(summary.payload_bytes()));
     metrics_->ObserveRepairStage("score", outcome.score_seconds);
     metrics_->ObserveRepairStage("select", outcome.select_seconds);
     if (outcome.fast) {
@@ -372,7 +377,10 @@ absl::Status KvTierService::DoRepair(grpc::ServerContext* context, const v1::Rep
 
   v1::StageTimings timings = summary.timings();
   if (!writer->Write(head)) return StreamBroken();
-  if (absl::Status s = StreamPayload(session, outcome.chosen, plan, writer, &timings); !s.ok()) {
+  // A replay streams the payload again but promotes nothing new: its bytes are not counted.
+  if (absl::Status s = StreamPayload(session, outcome.chosen, plan, writer, &timings,
+                                     replayed ? nullptr : &metrics_->promoted_bytes());
+      !s.ok()) {
     return s;
   }
   timings.set_total_seconds(SecondsSince(start));
@@ -434,11 +442,12 @@ absl::Status KvTierService::DoPromote(const v1::PromoteRequest& request,
   summary.set_payload_chunks(static_cast<int32_t>(plan.size()));
   summary.set_payload_bytes(PlanBytes(plan, session.geometry()));
   metrics_->promoted_rows().Increment(static_cast<double>(positions.size()));
-  metrics_->promoted_bytes().Increment(static_cast<double>(summary.payload_bytes()));
 
   v1::StageTimings timings;
   if (!writer->Write(head)) return StreamBroken();
-  if (absl::Status s = StreamPayload(session, positions, plan, writer, &timings); !s.ok()) {
+  if (absl::Status s =
+          StreamPayload(session, positions, plan, writer, &timings, &metrics_->promoted_bytes());
+      !s.ok()) {
     return s;
   }
   timings.set_total_seconds(SecondsSince(start));
