@@ -143,6 +143,9 @@ bool ParseTenantQuotas(const std::string& text,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The one start time: kvtier_start_time_seconds, Stats.uptime_seconds and /statusz's uptime
+  // all count from here, so recovery is part of the uptime.
+  const absl::Time started = absl::Now();
   absl::SetProgramUsageMessage("kvtierd: KV-cache tier server with KV repair");
   absl::ParseCommandLine(argc, argv);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ kvtierd: %v");
@@ -179,7 +182,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<kvtier::scorer::Scorer> scorer =
       kvtier::scorer::MakeCpuScorer(absl::GetFlag(FLAGS_scorer_threads));
-  kvtier::server::Metrics metrics(std::string(scorer->name()));
+  kvtier::server::Metrics metrics(std::string(scorer->name()), started);
 
   // The tiers: host RAM and RocksDB under data_dir/db.
   namespace storage = kvtier::storage;
@@ -261,13 +264,13 @@ int main(int argc, char** argv) {
   kvtier::server::RepairPipeline pipeline(scorer.get(), pipeline_options);
   kvtier::server::RepairLog repair_log;
   kvtier::server::KvTierService service(&registry, tiers->get(), &pipeline, &metrics, kVersion,
-                                        &repair_log);
+                                        started, &repair_log);
   const kvtier::server::StatusPage status_page({.registry = &registry,
                                                 .tiers = tiers->get(),
                                                 .repair_log = &repair_log,
                                                 .version = kVersion,
                                                 .scorer = std::string(scorer->name()),
-                                                .started = absl::Now()});
+                                                .started = started});
 
   // /metrics and /statusz (server/http_server.h).
   std::unique_ptr<kvtier::server::MetricsHttpServer> http;

@@ -1,7 +1,6 @@
 #include "server/metrics.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace kvtier::server {
@@ -17,7 +16,7 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 
 }  // namespace
 
-Metrics::Metrics(absl::string_view scorer_name)
+Metrics::Metrics(absl::string_view scorer_name, absl::Time started)
     : registry_(std::make_shared<prometheus::Registry>()) {
   rpc_duration_ = &prometheus::BuildHistogram()
                        .Name("kvtier_rpc_duration_seconds")
@@ -95,10 +94,10 @@ Metrics::Metrics(absl::string_view scorer_name)
                      .Register(*registry_);
   prometheus::BuildGauge()
       .Name("kvtier_start_time_seconds")
-      .Help("Unix time at which kvtierd started")
+      .Help("Unix time at which kvtierd started (before recovery)")
       .Register(*registry_)
       .Add({})
-      .Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+      .Set(absl::ToDoubleSeconds(started - absl::UnixEpoch()));
   tier_segments_ = &prometheus::BuildGauge()
                         .Name("kvtier_tier_segments")
                         .Help("Segments whose payload each tier holds")

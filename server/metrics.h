@@ -16,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "storage/tier_manager.h"
 
 namespace kvtier::server {
@@ -24,8 +25,9 @@ namespace kvtier::server {
 class Metrics {
  public:
   // Registers every family. kvtier_scorer_info{scorer} is set from `scorer_name`, and
-  // kvtier_start_time_seconds to the current time (construct it at process start).
-  explicit Metrics(absl::string_view scorer_name);
+  // kvtier_start_time_seconds to `started`: the time the process started (kvtierd takes it
+  // first thing in main and gives the same time to Stats and /statusz).
+  Metrics(absl::string_view scorer_name, absl::Time started);
 
   // Sets kvtier_build_info{version} to 1. Call once, before the first scrape.
   void SetBuildInfo(absl::string_view version);

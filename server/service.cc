@@ -129,14 +129,15 @@ uint64_t PlanBytes(const std::vector<PayloadSlice>& plan, const storage::Geometr
 
 KvTierService::KvTierService(SessionRegistry* registry, storage::TierManager* tiers,
                              RepairPipeline* pipeline, Metrics* metrics, std::string version,
-                             RepairLog* repair_log)
+                             absl::Time started, RepairLog* repair_log)
     : registry_(registry),
       tiers_(tiers),
       pipeline_(pipeline),
       metrics_(metrics),
       repair_log_(repair_log),
       version_(std::move(version)),
-      started_(Clock::now()) {
+      started_(Clock::now() - std::chrono::duration_cast<Clock::duration>(absl::ToChronoNanoseconds(
+                                  std::max(absl::ZeroDuration(), absl::Now() - started)))) {
   metrics_->SetBuildInfo(version_);
   RefreshTierGauges();
 }

@@ -20,11 +20,14 @@
 namespace kvtier::server {
 
 // Thread-safe: gRPC calls the handlers from its thread pool. Borrowed pointers must outlive
-// the service. Finished repairs are recorded in `repair_log` when it is not null.
+// the service. Finished repairs are recorded in `repair_log` when it is not null. Stats'
+// uptime_seconds counts from `started`, the time the process started (recovery included),
+// on a monotonic clock.
 class KvTierService final : public v1::KvTier::Service {
  public:
   KvTierService(SessionRegistry* registry, storage::TierManager* tiers, RepairPipeline* pipeline,
-                Metrics* metrics, std::string version, RepairLog* repair_log = nullptr);
+                Metrics* metrics, std::string version, absl::Time started,
+                RepairLog* repair_log = nullptr);
 
   grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
                            v1::OpenSessionResponse* response) override;
@@ -74,6 +77,7 @@ class KvTierService final : public v1::KvTier::Service {
   Metrics* const metrics_;
   RepairLog* const repair_log_;
   const std::string version_;
+  // `started` on the steady clock: uptime never goes back when the wall clock is set.
   const std::chrono::steady_clock::time_point started_;
 };
 

@@ -90,7 +90,7 @@ class StatusPage {
     const RepairLog* repair_log = nullptr;
     std::string version;
     std::string scorer;
-    absl::Time started;
+    absl::Time started;  // when the process started: the uptime includes recovery
   };
 
   explicit StatusPage(Sources sources);

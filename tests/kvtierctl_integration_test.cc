@@ -11,6 +11,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -259,6 +261,26 @@ TEST_F(KvtierctlTest, StatsPrintsEveryField) {
   }
   EXPECT_THAT(text.out, HasSubstr("durability         wal"));
   EXPECT_THAT(text.out, HasSubstr("TIER"));
+}
+
+// Stats.uptime_seconds and kvtier_start_time_seconds count from the same moment (main's
+// start time, before recovery): start time + uptime is the time the Stats call was served.
+TEST_F(KvtierctlTest, StatsUptimeCountsFromTheMetricsStartTime) {
+  absl::StatusOr<std::string> metrics = HttpGet(daemon().metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  const std::string key = "\nkvtier_start_time_seconds ";
+  const size_t at = metrics->find(key);
+  ASSERT_NE(at, std::string::npos) << *metrics;
+  const double start_time = std::stod(metrics->substr(at + key.size()));
+  const double before = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
+  const double after = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  // 5 ms for the clocks' rounding; the recovery before the service was made takes longer.
+  EXPECT_GE(start_time + stats->uptime_seconds(), before - 0.005)
+      << "start " << start_time << " uptime " << stats->uptime_seconds();
+  EXPECT_LE(start_time + stats->uptime_seconds(), after + 0.005)
+      << "start " << start_time << " uptime " << stats->uptime_seconds();
 }
 
 TEST_F(KvtierctlTest, WatchJsonPrintsOneFramePerLine) {

@@ -45,9 +45,9 @@ double CounterValue(const Metrics& metrics, const std::string& family, const std
 }
 
 TEST(MetricsTest, InfoGaugesAndStartTime) {
-  const double before = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-  Metrics metrics("cpu");
-  const double after = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  // The start time is the one given (main's, taken before recovery), not the construction's.
+  const absl::Time started = absl::FromUnixMillis(1700000000250);
+  Metrics metrics("cpu", started);
   metrics.SetBuildInfo("9.8.7");
   const auto all = Collect(metrics);
 
@@ -59,12 +59,11 @@ TEST(MetricsTest, InfoGaugesAndStartTime) {
   EXPECT_EQ(build->gauge.value, 1);
   const prometheus::ClientMetric* start = Find(all, "kvtier_start_time_seconds");
   ASSERT_NE(start, nullptr);
-  EXPECT_GE(start->gauge.value, before);
-  EXPECT_LE(start->gauge.value, after);
+  EXPECT_NEAR(start->gauge.value, 1700000000.25, 1e-6);
 }
 
 TEST(MetricsTest, CountersStartAtZeroAndCount) {
-  Metrics metrics("cpu");
+  Metrics metrics("cpu", absl::Now());
   const auto fresh = Collect(metrics);
   for (const char* name :
        {"kvtier_offloaded_rows_total", "kvtier_offloaded_bytes_total", "kvtier_repairs_total",
@@ -85,7 +84,7 @@ TEST(MetricsTest, CountersStartAtZeroAndCount) {
 }
 
 TEST(MetricsTest, SyncTierStatsAddsOnlyWhatTheCountersGained) {
-  Metrics metrics("cpu");
+  Metrics metrics("cpu", absl::Now());
   storage::TierStats stats;
   stats.demotions = 3;
   stats.demoted_bytes = 3000;
@@ -117,7 +116,7 @@ TEST(MetricsTest, SyncTierStatsAddsOnlyWhatTheCountersGained) {
 }
 
 TEST(MetricsTest, RpcAndStageHistogramsByLabel) {
-  Metrics metrics("cpu");
+  Metrics metrics("cpu", absl::Now());
   metrics.ObserveRpc("Repair", "OK", 0.002);
   metrics.ObserveRpc("Repair", "OK", 0.004);
   metrics.ObserveRpc("Repair", "DEADLINE_EXCEEDED", 1.5);
@@ -146,7 +145,7 @@ TEST(MetricsTest, RpcAndStageHistogramsByLabel) {
 }
 
 TEST(MetricsTest, SetTierSetsAllThreeGauges) {
-  Metrics metrics("cpu");
+  Metrics metrics("cpu", absl::Now());
   metrics.SetTier("host", 10, 100, 2);
   metrics.SetTier("host", 20, 100, 3);  // the same children, updated
   const auto all = Collect(metrics);
