@@ -171,10 +171,25 @@ void AppendRepairs(const StatusSnapshot& s, std::string* out) {
                           {"gather", &RepairLogEntry::gather_seconds},
                           {"send", &RepairLogEntry::send_seconds},
                           {"total", &RepairLogEntry::total_seconds}};
+  // Each stage's percentiles are over the repairs in which it ran.
+  std::vector<std::vector<double>> ran(std::size(stages));
+  for (const RepairLogEntry& r : s.repairs) {
+    for (size_t i = 0; i < std::size(stages); ++i) {
+      if (RepairStageRan(r, stages[i].name)) ran[i].push_back(r.*(stages[i].seconds));
+    }
+  }
+  const bool counts_differ = std::any_of(ran.begin(), ran.end(), [&](const auto& values) {
+    return values.size() != s.repairs.size();
+  });
   absl::StrAppend(out, "<p class=\"summary\">The last ", s.repairs.size(), " repair",
                   s.repairs.size() == 1 ? "" : "s", " (up to ", s.repair_log_capacity,
-                  " are kept), newest first; times in milliseconds, finish times in UTC. "
-                  "Percentiles are over these repairs.</p>");
+                  " are kept), newest first; times in milliseconds, finish times in UTC. ",
+                  counts_differ
+                      ? "Each stage's percentiles are over the repairs in which it ran (not "
+                        "replays; score and select not for oldest or random; gather and send "
+                        "not for positions-only returns): the last row counts them."
+                      : "Percentiles are over these repairs.",
+                  "</p>");
   absl::StrAppend(out, "<table id=\"repair-percentiles\"><thead><tr><th></th>");
   for (const Stage& stage : stages) {
     absl::StrAppend(out, "<th class=\"num\">", stage.name, "</th>");
@@ -182,12 +197,18 @@ void AppendRepairs(const StatusSnapshot& s, std::string* out) {
   absl::StrAppend(out, "</tr></thead><tbody>");
   for (const auto& [label, q] : {std::pair<const char*, double>{"p50", 0.5}, {"p95", 0.95}}) {
     absl::StrAppend(out, "<tr data-quantile=\"", label, "\"><th>", label, "</th>");
-    for (const Stage& stage : stages) {
-      std::vector<double> values;
-      values.reserve(s.repairs.size());
-      for (const RepairLogEntry& r : s.repairs) values.push_back(r.*(stage.seconds));
-      absl::StrAppend(out, "<td class=\"num\" data-stage=\"", stage.name, "\">",
-                      Millis(NearestRankPercentile(std::move(values), q)), "</td>");
+    for (size_t i = 0; i < std::size(stages); ++i) {
+      absl::StrAppend(out, "<td class=\"num\" data-stage=\"", stages[i].name, "\">",
+                      ran[i].empty() ? "&mdash;" : Millis(NearestRankPercentile(ran[i], q)),
+                      "</td>");
+    }
+    absl::StrAppend(out, "</tr>");
+  }
+  if (counts_differ) {
+    absl::StrAppend(out, "<tr class=\"count\"><th>over</th>");
+    for (size_t i = 0; i < std::size(stages); ++i) {
+      absl::StrAppend(out, "<td class=\"num\" data-stage=\"", stages[i].name, "\">", ran[i].size(),
+                      " repair", ran[i].size() == 1 ? "" : "s", "</td>");
     }
     absl::StrAppend(out, "</tr>");
   }
@@ -254,6 +275,13 @@ double NearestRankPercentile(std::vector<double> values, double q) {
   return values[std::min(index, values.size() - 1)];
 }
 
+bool RepairStageRan(const RepairLogEntry& entry, absl::string_view stage) {
+  if (entry.mode == "replay") return false;
+  if (stage == "score" || stage == "select") return entry.mode == "exact" || entry.mode == "fast";
+  if (stage == "gather" || stage == "send") return !entry.positions_only;
+  return true;
+}
+
 std::string FormatBytes(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (bytes < 1024) return absl::StrCat(bytes, " B");
@@ -263,8 +291,20 @@ std::string FormatBytes(uint64_t bytes) {
     value /= 1024;
     ++unit;
   }
-  const char* format = value >= 100 ? "%.0f %s" : value >= 10 ? "%.1f %s" : "%.2f %s";
-  return absl::StrFormat(format, value, kUnits[unit]);
+  // Rounded first, then the unit and the digits chosen for the rounded value: 1048575 bytes
+  // (1023.999 KiB) rounds to 1024 KiB, which is "1.00 MiB".
+  for (;;) {
+    const int decimals = std::round(value * 100) / 100 < 10  ? 2
+                         : std::round(value * 10) / 10 < 100 ? 1
+                                                             : 0;
+    const double scale = decimals == 2 ? 100 : decimals == 1 ? 10 : 1;
+    if (std::round(value * scale) / scale >= 1024 && unit + 1 < std::size(kUnits)) {
+      value /= 1024;
+      ++unit;
+      continue;
+    }
+    return absl::StrFormat("%.*f %s", decimals, value, kUnits[unit]);
+  }
 }
 
 std::string RenderStatusz(const StatusSnapshot& snapshot, int refresh_seconds) {

@@ -72,8 +72,14 @@ std::string HtmlEscape(absl::string_view text);
 double NearestRankPercentile(std::vector<double> values, double q);
 
 // `bytes` in binary units with three significant digits: "0 B", "512 B", "1.50 KiB",
-// "8.00 GiB".
+// "8.00 GiB". The value is rounded before the unit is chosen: 1048575 is "1.00 MiB".
 std::string FormatBytes(uint64_t bytes);
+
+// Whether `stage` ("score", "select", "gather", "send" or "total") ran in the repair of
+// `entry`, as far as its timing means anything: no stage of a replay (the selection was
+// remembered), no score or select for the oldest and random selectors, no gather or send for
+// positions-only returns. /statusz leaves the others out of each stage's percentiles.
+bool RepairStageRan(const RepairLogEntry& entry, absl::string_view stage);
 
 // The page for `snapshot`. Every string from a request or a session (ids, tenants) is
 // escaped. `refresh_seconds` > 0 adds a <meta http-equiv="refresh">.

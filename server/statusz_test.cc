@@ -96,6 +96,15 @@ TEST(FormatBytes, UsesBinaryUnits) {
   EXPECT_EQ(FormatBytes(uint64_t{300} << 20), "300 MiB");
 }
 
+TEST(FormatBytes, RoundsBeforeChoosingTheUnit) {
+  EXPECT_EQ(FormatBytes(1048575), "1.00 MiB");  // 1023.999 KiB
+  EXPECT_EQ(FormatBytes(1047552), "1023 KiB");
+  EXPECT_EQ(FormatBytes(10239), "10.0 KiB");  // 9.999 KiB
+  EXPECT_EQ(FormatBytes(102399), "100 KiB");  // 99.999 KiB
+  EXPECT_EQ(FormatBytes((uint64_t{1} << 30) - 1), "1.00 GiB");
+  EXPECT_EQ(FormatBytes(~uint64_t{0}), "16.0 EiB");
+}
+
 TEST(RenderStatusz, EmptyStateSaysSo) {
   const std::string page = RenderStatusz(BaseSnapshot());
   EXPECT_THAT(page, HasSubstr("<!DOCTYPE html>"));
@@ -209,6 +218,9 @@ TEST(RenderStatusz, RepairsWithPercentiles) {
   EXPECT_THAT(p50, HasSubstr("data-stage=\"score\">5.00<"));
   EXPECT_THAT(p50, HasSubstr("data-stage=\"select\">0.10<"));
   EXPECT_THAT(p95, HasSubstr("data-stage=\"total\">19.00<"));
+  // Every stage ran in every repair: no count row.
+  EXPECT_THAT(page, HasSubstr("Percentiles are over these repairs."));
+  EXPECT_THAT(page, Not(HasSubstr("<tr class=\"count\">")));
   // Newest first, as given; each row has its own numbers.
   const std::string first = Between(page, "<tr class=\"repair\"", "</tr>");
   EXPECT_THAT(first, HasSubstr("<td class=\"id\">s20</td>"));
@@ -217,6 +229,59 @@ TEST(RenderStatusz, RepairsWithPercentiles) {
                                "<td class=\"num\">4096</td>"));
   EXPECT_THAT(first, HasSubstr("data-stage=\"total\">20.00<"));
   ExpectBalanced(page);
+}
+
+TEST(RenderStatusz, StagePercentilesLeaveOutRepairsWhereTheStageDidNotRun) {
+  StatusSnapshot s = BaseSnapshot();
+  // Four exact payload repairs: score 10..40 ms, gather 1..4 ms, total 20..80 ms.
+  for (int i = 1; i <= 4; ++i) {
+    RepairLogEntry r = Repair(absl::StrCat("exact", i), 20.0 * i);
+    r.gather_seconds = i / 1e3;
+    r.send_seconds = i / 1e3;
+    s.repairs.push_back(r);
+  }
+  // Entries whose stages would drag the percentiles down as zeros.
+  RepairLogEntry replay = Repair("replay", 0.5);
+  replay.mode = "replay";
+  replay.score_seconds = replay.select_seconds = 0;
+  replay.gather_seconds = replay.send_seconds = 0.0001;
+  RepairLogEntry oldest = Repair("oldest", 3);
+  oldest.mode = "oldest";
+  oldest.score_seconds = oldest.select_seconds = 0;
+  oldest.gather_seconds = oldest.send_seconds = 0.002;
+  RepairLogEntry positions = Repair("positions", 30);
+  positions.positions_only = true;
+  s.repairs.push_back(replay);
+  s.repairs.push_back(oldest);
+  s.repairs.push_back(positions);
+
+  EXPECT_FALSE(RepairStageRan(replay, "total"));
+  EXPECT_FALSE(RepairStageRan(oldest, "score"));
+  EXPECT_TRUE(RepairStageRan(oldest, "gather"));
+  EXPECT_FALSE(RepairStageRan(positions, "send"));
+  EXPECT_TRUE(RepairStageRan(positions, "select"));
+
+  const std::string page = RenderStatusz(s);
+  const std::string p50 = Between(page, "<tr data-quantile=\"p50\">", "</tr>");
+  // score over the 4 exact and the positions-only repair: 10, 15, 20, 30, 40 ms.
+  EXPECT_THAT(p50, HasSubstr("data-stage=\"score\">20.00<"));
+  // gather over the 4 exact and the oldest repair: 1, 2, 2, 3, 4 ms.
+  EXPECT_THAT(p50, HasSubstr("data-stage=\"gather\">2.00<"));
+  // total over all but the replay: 3, 20, 30, 40, 60, 80 ms.
+  EXPECT_THAT(p50, HasSubstr("data-stage=\"total\">30.00<"));
+  const std::string counts = Between(page, "<tr class=\"count\">", "</tr>");
+  EXPECT_THAT(counts, HasSubstr("data-stage=\"score\">5 repairs<"));
+  EXPECT_THAT(counts, HasSubstr("data-stage=\"gather\">5 repairs<"));
+  EXPECT_THAT(counts, HasSubstr("data-stage=\"total\">6 repairs<"));
+  EXPECT_THAT(page, HasSubstr("Each stage's percentiles are over the repairs in which it ran"));
+  ExpectBalanced(page);
+
+  // Only replays: no stage ran, no number to show.
+  s.repairs = {replay};
+  const std::string only_replays = RenderStatusz(s);
+  EXPECT_THAT(Between(only_replays, "<tr data-quantile=\"p95\">", "</tr>"),
+              HasSubstr("data-stage=\"total\">&mdash;<"));
+  EXPECT_THAT(only_replays, HasSubstr("data-stage=\"total\">0 repairs<"));
 }
 
 TEST(RepairLog, KeepsTheNewestUpToCapacity) {
