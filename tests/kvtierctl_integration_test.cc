@@ -448,6 +448,8 @@ TEST_F(KvtierctlTest, WatchTextAppendsFramesWhenNotATerminal) {
   const std::vector<std::string> headers = absl::StrSplit(watch.out, "repairs/s ");
   EXPECT_EQ(headers.size(), 3u) << watch.out;  // two frames
   EXPECT_THAT(watch.out, HasSubstr("frame 2"));
+  // The row counter counts a row once per Offload call: the label says so.
+  EXPECT_THAT(watch.out, HasSubstr("offload rows/s (per call) "));
   EXPECT_THAT(watch.out, HasSubstr("TIER"));
   EXPECT_THAT(watch.out, HasSubstr("more\n"));  // --top=1 of at least 2 sessions
 }
@@ -456,7 +458,9 @@ TEST_F(KvtierctlTest, UsageErrorsExit2) {
   for (const char* args :
        {"no-such-command", "sessions show", "sessions drop a b", "sessions frob", "tiers extra",
         "stats extra", "health extra", "watch --interval=0", "watch --count=-1",
-        "watch --count=abc", "health --no_such_flag", "stats --json=maybe"}) {
+        "watch --count=abc", "health --no_such_flag", "stats --json=maybe", "watch --interval=inf",
+        "watch --interval=nan", "watch --interval=3601", "watch --interval=-1",
+        "health --deadline_seconds=-1", "stats --deadline_seconds=inf"}) {
     CtlResult r = Ctl(args);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.err;
     EXPECT_THAT(r.out, IsEmpty()) << args;
@@ -473,6 +477,130 @@ TEST(KvtierctlNoServer, RpcErrorExits1WithTheCode) {
         &exit_code);
     EXPECT_EQ(exit_code, 1) << command << ": " << out;
     EXPECT_THAT(out, HasSubstr("UNAVAILABLE")) << command;
+  }
+}
+
+// A stand-in daemon on a Unix socket whose Stats answers are scripted, for what a real one
+// cannot be made to do on cue: restart between two frames, answer slowly, lose a reply.
+class FakeKvTier final : public v1::KvTier::Service {
+ public:
+  struct Answer {
+    double uptime_seconds;
+    uint64_t repairs;
+  };
+  // Stats returns `answers` in turn (the last one again once they run out); when `answers`
+  // is empty the uptime is the time since construction. Stats call number `slow_call`
+  // (1-based) first sleeps `slow`.
+  std::vector<Answer> answers;
+  int slow_call = 0;
+  absl::Duration slow;
+  std::atomic<int> stats_calls{0};
+  std::atomic<int> release_calls{0};
+
+  grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*,
+                     v1::StatsResponse* response) override {
+    const int n = ++stats_calls;
+    if (n == slow_call) absl::SleepFor(slow);
+    response->set_version("fake");
+    if (answers.empty()) {
+      response->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));
+    } else {
+      const Answer& a = answers[std::min<size_t>(n, answers.size()) - 1];
+      response->set_uptime_seconds(a.uptime_seconds);
+      response->set_repairs(a.repairs);
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status ListSessions(grpc::ServerContext*, const v1::ListSessionsRequest*,
+                            v1::ListSessionsResponse*) override {
+    return grpc::Status::OK;
+  }
+  // As if the session was dropped and the reply lost on the way back.
+  grpc::Status Release(grpc::ServerContext*, const v1::ReleaseRequest*,
+                       v1::ReleaseResponse*) override {
+    ++release_calls;
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "reply lost");
+  }
+
+ private:
+  const absl::Time started_ = absl::Now();
+};
+
+class FakeServer {
+ public:
+  explicit FakeServer(FakeKvTier* service) {
+    char pattern[] = "/tmp/kvtierctl-fake-XXXXXX";
+    if (mkdtemp(pattern) == nullptr) return;
+    dir_ = pattern;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(absl::StrCat("unix:", dir_, "/fake.sock"),
+                             grpc::InsecureServerCredentials());
+    builder.RegisterService(service);
+    server_ = builder.BuildAndStart();
+  }
+  ~FakeServer() {
+    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+    server_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  bool ok() const { return server_ != nullptr; }
+  std::string target() const { return absl::StrCat("unix://", dir_, "/fake.sock"); }
+
+ private:
+  std::string dir_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// Frames 1..`count` of `kvtierctl watch --json` against `server` with `flags`.
+std::vector<ctl::WatchFrame> WatchFrames(const FakeServer& server, int count,
+                                         const std::string& interval) {
+  CtlProcess watch({"watch", "--json", absl::StrCat("--count=", count),
+                    absl::StrCat("--interval=", interval),
+                    absl::StrCat("--server=", server.target())});
+  std::vector<ctl::WatchFrame> frames;
+  for (std::string line = watch.NextLine(); !line.empty(); line = watch.NextLine()) {
+    ctl::WatchFrame frame;
+    EXPECT_TRUE(ParseJson(line, &frame));
+    frames.push_back(std::move(frame));
+  }
+  EXPECT_EQ(watch.Close(), 0);
+  return frames;
+}
+
+TEST(KvtierctlFake, WatchGivesNoRatesAcrossARestart) {
+  FakeKvTier fake;
+  // Frame 2: the uptime grew by far more than the 0.3 s between the frames: another process,
+  // up longer. Frame 3: 0.3 s more, as expected. Frame 4: the uptime went back.
+  fake.answers = {{10, 5}, {100, 5}, {100.3, 8}, {2, 0}};
+  FakeServer server(&fake);
+  ASSERT_TRUE(server.ok());
+  const std::vector<ctl::WatchFrame> frames = WatchFrames(server, 4, "0.3");
+  ASSERT_EQ(frames.size(), 4u);
+  EXPECT_FALSE(frames[0].has_repairs_per_second());
+  EXPECT_FALSE(frames[1].has_repairs_per_second()) << "uptime grew 90 s in about 0.3 s";
+  EXPECT_EQ(frames[1].rate_window_seconds(), 0);
+  ASSERT_TRUE(frames[2].has_repairs_per_second());
+  EXPECT_NEAR(frames[2].rate_window_seconds(), 0.3, 1e-9);
+  EXPECT_NEAR(frames[2].repairs_per_second(), 3 / 0.3, 1e-9);
+  EXPECT_FALSE(frames[3].has_repairs_per_second()) << "uptime went back";
+}
+
+TEST(KvtierctlFake, WatchSkipsTicksMissedByASlowFrame) {
+  FakeKvTier fake;
+  fake.slow_call = 2;
+  fake.slow = absl::Milliseconds(1500);
+  FakeServer server(&fake);
+  ASSERT_TRUE(server.ok());
+  const std::vector<ctl::WatchFrame> frames = WatchFrames(server, 5, "0.3");
+  ASSERT_EQ(frames.size(), 5u);
+  // Frame 2 took 1.5 s: the ticks at 0.6, 0.9 and 1.2 s passed meanwhile. Frames 3, 4 and 5
+  // come at the next ticks, 0.3 s apart, not back to back to catch up.
+  EXPECT_GE(frames[4].unix_ms() - frames[2].unix_ms(), 300)
+      << frames[2].unix_ms() << " " << frames[3].unix_ms() << " " << frames[4].unix_ms();
+  EXPECT_GE(frames[2].unix_ms() - frames[1].unix_ms(), 1500);
+  // The uptime grew with the clock: every frame after the first has rates.
+  for (size_t i = 1; i < frames.size(); ++i) {
+    EXPECT_TRUE(frames[i].has_repairs_per_second()) << i;
   }
 }
 

@@ -19,7 +19,7 @@ constexpr char kUsage[] =
     "  sessions drop ID       release a whole session (asks nothing); prints what was freed\n"
     "  tiers                  each tier: bytes, capacity, use, segments\n"
     "  stats                  every field of the daemon's Stats\n"
-    "  watch                  live view of tiers, sessions, repairs/s and offloaded rows/s\n"
+    "  watch                  live view of tiers, sessions, repairs/s and offload rows/s\n"
     "                         (--interval, --count, --tenant, --top)\n"
     "  health, sessions, tiers, stats and watch take --json: protobuf JSON, one object a line\n"
     "  demo                   agent pause end to end: offload, repair, check the needle\n"

@@ -1,10 +1,11 @@
 // kvtierctl watch: a live view of the daemon. Every --interval seconds one Stats and one
-// ListSessions call make a frame: tiers, sessions, repairs/s and offloaded rows/s (the rates
+// ListSessions call make a frame: tiers, sessions, repairs/s and offload rows/s (the rates
 // from the counters of two successive Stats calls). On a terminal each frame replaces the last;
 // otherwise frames are appended, which suits logs and tests.
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "absl/flags/flag.h"
@@ -21,18 +22,26 @@ namespace {
 
 constexpr char kUsage[] =
     "kvtierctl watch [--interval=SECONDS] [--count=N] [--tenant=T] [--top=N] [--json]";
+// Longest --interval, in seconds.
+constexpr double kMaxInterval = 3600;
+// How much more the daemon's uptime may grow between two frames than the client's clock did
+// before the frames are taken to come from two daemon processes.
+constexpr double kRestartSlackSeconds = 1;
 // Cursor home, then clear the screen (ANSI/VT100).
 constexpr char kClearScreen[] = "\x1b[H\x1b[2J";
 
-// Sets the frame's rates from the growth of the counters since `previous`. Leaves them absent
-// when there is no previous frame or the daemon restarted in between (its uptime went back or
-// a counter shrank).
-void SetRates(const v1::StatsResponse* previous, WatchFrame& frame) {
+// Sets the frame's rates from the growth of the counters since `previous`. `wall_seconds` is
+// the most the daemon's uptime can have grown between the two Stats calls: the client's time
+// from sending the previous call to receiving this one's reply. Leaves the rates absent when
+// there is no previous frame or the daemon restarted in between: its uptime went back, grew
+// more than wall_seconds + kRestartSlackSeconds (a daemon restarted and up longer than the old
+// one was), or a counter shrank.
+void SetRates(const v1::StatsResponse* previous, double wall_seconds, WatchFrame& frame) {
   if (previous == nullptr) return;
   const v1::StatsResponse& now = frame.stats();
   const double window = now.uptime_seconds() - previous->uptime_seconds();
-  if (window <= 0 || now.repairs() < previous->repairs() ||
-      now.offloaded_rows() < previous->offloaded_rows()) {
+  if (window <= 0 || window > wall_seconds + kRestartSlackSeconds ||
+      now.repairs() < previous->repairs() || now.offloaded_rows() < previous->offloaded_rows()) {
     return;
   }
   frame.set_rate_window_seconds(window);
@@ -60,7 +69,7 @@ std::string RenderText(const WatchFrame& frame, double interval, int32_t top) {
       LocalTime(frame.unix_ms()), frame.frame(), interval);
   absl::StrAppendFormat(
       &out,
-      "repairs/s %s   offloaded rows/s %s   repairs %d   offloaded rows %d   "
+      "repairs/s %s   offload rows/s (per call) %s   repairs %d   offload rows (per call) %d   "
       "sessions %d   rows %d\n\n",
       Rate(frame.has_repairs_per_second(), frame.repairs_per_second()),
       Rate(frame.has_offloaded_rows_per_second(), frame.offloaded_rows_per_second()), s.repairs(),
@@ -81,7 +90,11 @@ int RunWatch(const std::vector<std::string>& args) {
   if (!args.empty()) return UsageFailure("watch", "takes no arguments", kUsage);
   const double interval = absl::GetFlag(FLAGS_interval);
   const int64_t count = absl::GetFlag(FLAGS_count);
-  if (!(interval > 0)) return UsageFailure("watch", "--interval must be > 0", kUsage);
+  if (!std::isfinite(interval) || !(interval > 0) || interval > kMaxInterval) {
+    return UsageFailure(
+        "watch", absl::StrCat("--interval must be above 0 and at most ", kMaxInterval, " seconds"),
+        kUsage);
+  }
   if (count < 0) return UsageFailure("watch", "--count must be >= 0", kUsage);
   const bool json = absl::GetFlag(FLAGS_json);
   const bool tty = isatty(STDOUT_FILENO) == 1;
@@ -90,19 +103,22 @@ int RunWatch(const std::vector<std::string>& args) {
   if (!client.ok()) return RpcFailure("watch", client.status());
   const absl::Time start = absl::Now();
   WatchFrame previous;
+  absl::Time previous_sent;  // when the previous frame's Stats call was sent
   for (int64_t n = 1; count == 0 || n <= count; ++n) {
     WatchFrame frame;
     frame.set_frame(n);
-    frame.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+    const absl::Time sent = absl::Now();
+    frame.set_unix_ms(absl::ToUnixMillis(sent));
     absl::StatusOr<v1::StatsResponse> stats = (*client)->Stats();
     if (!stats.ok()) return RpcFailure("watch", stats.status());
+    const double wall_seconds = absl::ToDoubleSeconds(absl::Now() - previous_sent);
     absl::StatusOr<std::vector<v1::SessionInfo>> sessions =
         (*client)->ListSessions(absl::GetFlag(FLAGS_tenant));
     if (!sessions.ok()) return RpcFailure("watch", sessions.status());
     *frame.mutable_stats() = std::move(*stats);
     *frame.mutable_tiers() = TierUseOf(frame.stats()).tiers();
     for (v1::SessionInfo& s : *sessions) *frame.add_sessions() = std::move(s);
-    SetRates(n > 1 ? &previous.stats() : nullptr, frame);
+    SetRates(n > 1 ? &previous.stats() : nullptr, wall_seconds, frame);
 
     if (json) {
       PrintJson(frame);
@@ -113,9 +129,14 @@ int RunWatch(const std::vector<std::string>& args) {
     }
     std::fflush(stdout);
     previous = std::move(frame);
+    previous_sent = sent;
     if (count != 0 && n == count) break;
-    // Frames keep to a fixed cadence from the start, however long the calls took.
-    absl::SleepFor(start + absl::Seconds(interval) * static_cast<double>(n) - absl::Now());
+    // Frames keep to a fixed cadence from the start, however long the calls took. Ticks that
+    // passed while a frame was slow are skipped, not made up with frames back to back.
+    const absl::Duration step = absl::Seconds(interval);
+    const absl::Time now = absl::Now();
+    const double ticks = std::floor(absl::FDivDuration(now - start, step)) + 1;
+    absl::SleepFor(start + step * ticks - now);
   }
   return 0;
 }
