@@ -604,5 +604,20 @@ TEST(KvtierctlFake, WatchSkipsTicksMissedByASlowFrame) {
   }
 }
 
+TEST(KvtierctlFake, SessionsDropIsSentOnce) {
+  FakeKvTier fake;
+  FakeServer server(&fake);
+  ASSERT_TRUE(server.ok());
+  int exit_code = 0;
+  const std::string out =
+      RunCommand(absl::StrCat("'", KVTIERCTL_PATH, "' sessions drop gone --deadline_seconds=5",
+                              " --server='", server.target(), "' 2>&1"),
+                 &exit_code);
+  EXPECT_EQ(exit_code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("UNAVAILABLE")) << out;
+  // A retry after a lost reply would find the session gone and say NOT_FOUND.
+  EXPECT_EQ(fake.release_calls.load(), 1);
+}
+
 }  // namespace
 }  // namespace kvtier::testing

@@ -1,5 +1,6 @@
 #include "tools/kvtierctl/flags.h"
 
+#include <cmath>
 #include <string>
 
 #include "absl/algorithm/container.h"
@@ -40,12 +41,25 @@ ABSL_FLAG(int32_t, top, 20, "watch: sessions shown in the text view, largest fir
 
 namespace kvtier::ctl {
 
-absl::StatusOr<std::unique_ptr<Client>> ConnectFromFlags(absl::Duration default_deadline) {
+absl::StatusOr<std::unique_ptr<Client>> ConnectFromFlags(absl::Duration default_deadline,
+                                                         bool retry) {
   ClientOptions options;
   options.target = absl::GetFlag(FLAGS_server);
   const double seconds = absl::GetFlag(FLAGS_deadline_seconds);
   options.default_deadline = seconds > 0 ? absl::Seconds(seconds) : default_deadline;
+  if (!retry) options.retry.max_attempts = 1;
   return Client::Connect(options);
+}
+
+absl::Status CheckFlagValues() {
+  const double deadline = absl::GetFlag(FLAGS_deadline_seconds);
+  if (!std::isfinite(deadline) || deadline < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--deadline_seconds must be a finite number of seconds >= 0 (0: the command's default), "
+        "got ",
+        deadline));
+  }
+  return absl::OkStatus();
 }
 
 namespace {

@@ -37,15 +37,20 @@ inline constexpr absl::Duration kOperatorDeadline = absl::Seconds(10);
 inline constexpr absl::Duration kWorkloadDeadline = absl::Seconds(300);
 
 // A client for --server with --deadline_seconds as the default deadline of its calls, or
-// `default_deadline` when that flag is 0.
+// `default_deadline` when that flag is 0. With `retry` false each call is made once: for
+// calls whose retry after a lost reply would report the wrong outcome (sessions drop).
 absl::StatusOr<std::unique_ptr<Client>> ConnectFromFlags(
-    absl::Duration default_deadline = kWorkloadDeadline);
+    absl::Duration default_deadline = kWorkloadDeadline, bool retry = true);
 
 // Checks the flags of a command line before absl::ParseCommandLine sees it (which exits 1 on
 // an unknown flag or a bad value, where kvtierctl exits 2 on usage errors). Returns
 // INVALID_ARGUMENT naming the first unknown flag or the first value that does not parse.
 // Stops at "--", as the parser does.
 absl::Status CheckCommandLine(int argc, char** argv);
+
+// Checks the values of the shared flags after parsing (so values from --flagfile too):
+// INVALID_ARGUMENT when --deadline_seconds is negative or not finite.
+absl::Status CheckFlagValues();
 
 }  // namespace kvtier::ctl
 

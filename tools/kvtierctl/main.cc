@@ -32,6 +32,7 @@ constexpr char kUsage[] =
     "ADDR: unix:///abs/path.sock, unix://rel/path.sock or host:port "
     "(default unix://kvtier-data/kvtierd.sock)\n"
     "Exit status: 0 ok, 1 RPC error (code and message on stderr) or failed check, 2 usage error\n"
+    "  (an unknown flag or bad value inside a --flagfile exits 1)\n"
     "Every flag: kvtierctl --helpfull";
 
 }  // namespace
@@ -45,6 +46,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (absl::Status values = kvtier::ctl::CheckFlagValues(); !values.ok()) {
+    std::fprintf(stderr, "kvtierctl: %s\n", std::string(values.message()).c_str());
+    return 2;
+  }
   if (positional.size() < 2) {
     std::fprintf(stderr, "%s\n", kUsage);
     return 2;

@@ -107,7 +107,10 @@ int RunSessions(const std::vector<std::string>& args) {
   } else {
     return UsageFailure("sessions", absl::StrCat("unknown subcommand \"", verb, "\""), kUsage);
   }
-  absl::StatusOr<std::unique_ptr<Client>> client = ConnectFromFlags(kOperatorDeadline);
+  // drop is sent once: if its reply were lost, a retry would find the session gone and
+  // report NOT_FOUND for a drop that worked.
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      ConnectFromFlags(kOperatorDeadline, /*retry=*/verb != "drop");
   if (!client.ok()) return RpcFailure("sessions", client.status());
   if (verb == "show") return Show(**client, args[1]);
   if (verb == "drop") return Drop(**client, args[1]);
