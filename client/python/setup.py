@@ -2,10 +2,13 @@
 
 The stubs (kvtier/v1/kvtier_pb2.py, kvtier_pb2_grpc.py, kvtier_pb2.pyi) are generated from
 proto/kvtier/v1/kvtier.proto of this repository (two directories up, or $KVTIER_PROTO_DIR)
-with the grpcio-tools of the build environment, and are never committed. The generated code
-checks the protobuf and grpcio runtimes it is imported with, so the runtime requirements are
-read back from what was generated: protobuf >= the generator's version within its major
-version, grpcio >= the generator's grpc version.
+with the grpcio-tools that pyproject.toml pins for the build (GRPCIO_TOOLS below), and are
+never committed.
+
+The generated code checks the runtimes it is imported with (protobuf >= its gencode version,
+grpcio >= its generator's version), so the runtime requirements are fixed here to what
+GRPCIO_TOOLS generates, and the build fails when the generated code would need more (a build
+without isolation that uses another grpcio-tools).
 """
 
 import os
@@ -19,6 +22,19 @@ from setuptools.command.build_py import build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_FILE = "kvtier/v1/kvtier.proto"
 GENERATED = ("kvtier_pb2.py", "kvtier_pb2_grpc.py", "kvtier_pb2.pyi")
+
+# Keep in step with [build-system] requires in pyproject.toml. grpcio-tools 1.66.2 has
+# wheels for CPython 3.10-3.13 and generates protobuf 5.27.2 gencode and grpc 1.66.2 stubs.
+GRPCIO_TOOLS = "1.66.2"
+PROTOBUF_GENCODE = (5, 27, 2)
+GRPCIO_MIN = (1, 66, 2)
+# protobuf runtimes refuse only gencode newer than themselves: 5.27.2 up to 7.x run these
+# stubs (the SDK's tests pass on 5.27.2, 6.x and 7.x); 8 stays out until it is tried.
+INSTALL_REQUIRES = [
+    "grpcio>=" + ".".join(map(str, GRPCIO_MIN)),
+    "protobuf>=" + ".".join(map(str, PROTOBUF_GENCODE)) + ",<8",
+    "numpy>=1.22",
+]
 
 
 def _proto_root():
@@ -51,37 +67,30 @@ def _generate(out_dir):
     return os.path.join(out_dir, "kvtier", "v1")
 
 
-def _runtime_requirements(generated_dir):
-    """protobuf and grpcio requirements that match the generated code."""
+def _check_generated(generated_dir):
+    """RuntimeError unless the generated code runs with INSTALL_REQUIRES' lowest versions."""
     with open(os.path.join(generated_dir, "kvtier_pb2.py"), encoding="utf-8") as f:
         pb2 = f.read()
     with open(os.path.join(generated_dir, "kvtier_pb2_grpc.py"), encoding="utf-8") as f:
         grpc_py = f.read()
-    # protobuf >= 5.26 gencode: ValidateProtobufRuntimeVersion(Domain.PUBLIC, MAJOR, MINOR,
-    # PATCH, ...) refuses an older runtime or another major version (one newer only warns).
+    hint = (f"; build with grpcio-tools=={GRPCIO_TOOLS} (pyproject.toml's build requirement, "
+            "or install it before `pip install --no-build-isolation`)")
     m = re.search(r"ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,\s*"
                   r"(\d+),\s*(\d+),\s*(\d+)", pb2)
-    if m:
-        major, minor, patch = (int(x) for x in m.groups())
-        protobuf = f"protobuf>={major}.{minor}.{patch},<{major + 1}"
-    else:  # older generators: the runtime of the build environment's major version
-        from google.protobuf import __version__ as pb_version
-
-        major = int(pb_version.split(".")[0])
-        protobuf = f"protobuf>={pb_version},<{major + 1}"
-    m = re.search(r"GRPC_GENERATED_VERSION\s*=\s*'([0-9.]+)'", grpc_py)
-    if m:
-        grpcio = f"grpcio>={m.group(1)}"
-    else:
-        import grpc_tools
-
-        grpcio = f"grpcio>={getattr(grpc_tools, '__version__', '1.62.0')}"
-    return [grpcio, protobuf, "numpy>=1.22"]
+    gencode = tuple(int(x) for x in m.groups()) if m else None
+    if gencode is None or gencode[0] != PROTOBUF_GENCODE[0] or gencode > PROTOBUF_GENCODE:
+        raise RuntimeError(f"the generated kvtier_pb2.py needs protobuf {gencode}, not "
+                           f"{INSTALL_REQUIRES[1]}" + hint)
+    m = re.search(r"GRPC_GENERATED_VERSION\s*=\s*'(\d+)\.(\d+)\.(\d+)", grpc_py)
+    generated = tuple(int(x) for x in m.groups()) if m else None
+    if generated is None or generated > GRPCIO_MIN:
+        raise RuntimeError(f"the generated kvtier_pb2_grpc.py needs grpcio {generated}, not "
+                           f"{INSTALL_REQUIRES[0]}" + hint)
 
 
 _TMP = tempfile.mkdtemp(prefix="kvtier-stubs-")
 _GENERATED_DIR = _generate(_TMP)
-INSTALL_REQUIRES = _runtime_requirements(_GENERATED_DIR)
+_check_generated(_GENERATED_DIR)
 
 
 class BuildPyWithStubs(build_py):
