@@ -1,9 +1,11 @@
 """Build hook of the kvtier Python SDK: generates the gRPC stubs at build time.
 
 The stubs (kvtier/v1/kvtier_pb2.py, kvtier_pb2_grpc.py, kvtier_pb2.pyi) are generated from
-proto/kvtier/v1/kvtier.proto of this repository (two directories up, or $KVTIER_PROTO_DIR)
-with the grpcio-tools that pyproject.toml pins for the build (GRPCIO_TOOLS below), and are
-never committed.
+kvtier/v1/kvtier.proto with the grpcio-tools that pyproject.toml pins for the build
+(GRPCIO_TOOLS below), and are never committed. The proto is taken from $KVTIER_PROTO_DIR,
+else from the copy an sdist ships in its proto/ folder, else from proto/ of this repository
+(two directories up); `python -m build --sdist` copies it into the sdist, so an sdist builds
+anywhere.
 
 The generated code checks the runtimes it is imported with (protobuf >= its gencode version,
 grpcio >= its generator's version), so the runtime requirements are fixed here to what
@@ -18,6 +20,7 @@ import tempfile
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_FILE = "kvtier/v1/kvtier.proto"
@@ -38,13 +41,18 @@ INSTALL_REQUIRES = [
 
 
 def _proto_root():
-    candidates = [os.environ.get("KVTIER_PROTO_DIR"), os.path.join(HERE, "..", "..", "proto")]
+    candidates = [
+        os.environ.get("KVTIER_PROTO_DIR"),
+        os.path.join(HERE, "proto"),  # the copy an sdist ships
+        os.path.join(HERE, "..", "..", "proto"),  # the repository
+    ]
     for root in candidates:
         if root and os.path.isfile(os.path.join(root, PROTO_FILE)):
             return os.path.abspath(root)
     raise RuntimeError(
         f"cannot find {PROTO_FILE}: build from the kvtier repository "
-        "(pip install ./client/python) or set KVTIER_PROTO_DIR to its proto/ directory")
+        "(pip install ./client/python), from its sdist, or set KVTIER_PROTO_DIR to its "
+        "proto/ directory")
 
 
 def _generate(out_dir):
@@ -113,7 +121,21 @@ class BuildPyWithStubs(build_py):
         return outputs + [os.path.join(target, name) for name in GENERATED]
 
 
+class SdistWithProto(sdist):
+    """sdist that ships proto/kvtier/v1/kvtier.proto (which lives outside this folder in the
+    repository), so that the sdist builds without the repository."""
+
+    def make_release_tree(self, base_dir, files):
+        super().make_release_tree(base_dir, files)
+        target = os.path.join(base_dir, "proto", PROTO_FILE)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.exists(target):  # a hard link to the source: never write through it
+            os.remove(target)
+        shutil.copyfile(os.path.join(_proto_root(), PROTO_FILE), target)
+
+
 try:
-    setup(install_requires=INSTALL_REQUIRES, cmdclass={"build_py": BuildPyWithStubs})
+    setup(install_requires=INSTALL_REQUIRES,
+          cmdclass={"build_py": BuildPyWithStubs, "sdist": SdistWithProto})
 finally:
     shutil.rmtree(_TMP, ignore_errors=True)
