@@ -14,12 +14,21 @@ import numpy as np
 
 from kvtier import arrays
 from kvtier.datatypes import (Geometry, PromoteResult, RepairResult, RetryPolicy, ReturnMode,
-                              ScoringMode, Selector, StageTimings)
+                              ScoringMode, Selector, StageTimings, int_field)
 from kvtier.errors import InvalidArgument, ProtocolError
 from kvtier.v1 import kvtier_pb2 as pb
 
 DEFAULT_TARGET = "unix://kvtier-data/kvtierd.sock"
 _GEOMETRY_CACHE = 4096
+
+# The server's Repair/Promote payload chunks carry at most 4 MiB of keys + values
+# (docs/API.md); their positions and framing come on top.
+SERVER_PAYLOAD_CHUNK_BYTES = 4 << 20
+# What a chunk message holds besides its K+V bytes: positions (up to 10 bytes each),
+# importance (4 bytes each), the session id and the framing. 1 MiB covers every chunk whose
+# rows take at least 40 bytes of K+V per chunk row.
+MESSAGE_OVERHEAD_BYTES = 1 << 20
+MIN_MESSAGE_BYTES = SERVER_PAYLOAD_CHUNK_BYTES + MESSAGE_OVERHEAD_BYTES
 
 
 def normalize_target(target: str) -> str:
@@ -59,10 +68,20 @@ class Options:
                 max_attempts=int(retries) + 1)
         elif retries is not None:
             raise InvalidArgument("retries and retry_policy: give one of them")
+        max_message_bytes = int_field(max_message_bytes, "max_message_bytes")
+        offload_chunk_bytes = int_field(offload_chunk_bytes, "offload_chunk_bytes", "int64")
+        if max_message_bytes < MIN_MESSAGE_BYTES:
+            raise InvalidArgument(
+                f"max_message_bytes: {max_message_bytes} is below {MIN_MESSAGE_BYTES} (the "
+                f"server's {SERVER_PAYLOAD_CHUNK_BYTES}-byte payload chunks plus "
+                f"{MESSAGE_OVERHEAD_BYTES} bytes of positions and framing)")
         if offload_chunk_bytes <= 0:
             raise InvalidArgument("offload_chunk_bytes: must be positive")
-        if max_message_bytes <= 0:
-            raise InvalidArgument("max_message_bytes: must be positive")
+        if offload_chunk_bytes > max_message_bytes - MESSAGE_OVERHEAD_BYTES:
+            raise InvalidArgument(
+                f"offload_chunk_bytes: {offload_chunk_bytes} is above max_message_bytes "
+                f"({max_message_bytes}) minus {MESSAGE_OVERHEAD_BYTES} bytes of positions "
+                "and framing: its chunks could not be sent")
         self.target = target
         self.grpc_target = normalize_target(target)
         self.timeout = float(timeout)
@@ -132,8 +151,9 @@ def open_request(geometry: Geometry, session_id: Optional[str], ttl_seconds: Opt
                  tenant: Optional[str]) -> pb.OpenSessionRequest:
     if not isinstance(geometry, Geometry):
         raise InvalidArgument(f"geometry: a kvtier.Geometry, got {type(geometry).__name__}")
+    ttl = 0 if ttl_seconds is None else int_field(ttl_seconds, "ttl_seconds", "uint32")
     return pb.OpenSessionRequest(geometry=geometry.to_proto(), tenant=tenant or "",
-                                 ttl_seconds=int(ttl_seconds or 0), session_id=session_id or "")
+                                 ttl_seconds=ttl, session_id=session_id or "")
 
 
 def offload_chunker(options: Options, session_id: str, geometry: Geometry, positions: Any,
@@ -184,13 +204,14 @@ def repair_request(session_id: str, geometry: Geometry, queries: Any, budget: in
     req = pb.RepairRequest(
         session_id=session_id,
         request_id=new_request_id() if request_id is None else request_id,
-        budget=_int_arg(budget, "budget"),
-        selector=int(sel), seed=int(seed), return_mode=int(ReturnMode.parse(return_mode)),
+        budget=int_field(budget, "budget"),
+        selector=int(sel), seed=int_field(seed, "seed", "uint64"),
+        return_mode=int(ReturnMode.parse(return_mode)),
         scoring_mode=int(ScoringMode.parse(scoring_mode)))
     if burst_left is not None:
-        req.burst_left = _int_arg(burst_left, "burst_left")
+        req.burst_left = int_field(burst_left, "burst_left")
     if burst_right is not None:
-        req.burst_right = _int_arg(burst_right, "burst_right")
+        req.burst_right = int_field(burst_right, "burst_right")
     if queries is None:
         if sel in (Selector.UNSPECIFIED, Selector.REPAIRKV):
             raise InvalidArgument("queries: required for the repairkv selector")
@@ -224,12 +245,6 @@ def release_request(session_id: str, positions: Any, whole_session: bool) -> pb.
         raise InvalidArgument("positions: give the rows to release, or whole_session=True")
     pos = arrays.positions_array(positions)
     return pb.ReleaseRequest(session_id=session_id, positions=pos.tolist())
-
-
-def _int_arg(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgument(f"{name}: an int, got {type(value).__name__}")
-    return int(value)
 
 
 class StreamCollector:

@@ -100,7 +100,10 @@ def kv_array(x: Any, name: str, geometry: Geometry, layers: Optional[int],
 
 
 def _check_dtype(arr: np.ndarray, stated: Optional[str], name: str, want: str,
-                 names: Sequence[str], dims: Sequence[Optional[int]]) -> None:
+                 names: Sequence[str], dims: Sequence[Optional[int]],
+                 label: str = "the session dtype") -> None:
+    """INVALID_ARGUMENT unless arr holds ``want``; ``label`` says where ``want`` comes
+    from in the message ("the session dtype", "the query dtype")."""
     got = stated or arr.dtype.name
     if want == "bfloat16":
         ok = stated == "bfloat16" or arr.dtype.kind == "u" and arr.dtype.itemsize == 2
@@ -111,7 +114,7 @@ def _check_dtype(arr: np.ndarray, stated: Optional[str], name: str, want: str,
         hint = (" (bfloat16: ml_dtypes.bfloat16, uint16 bits or torch.bfloat16)"
                 if want == "bfloat16" else "")
         raise InvalidArgument(
-            f"{name}: expected {_shape_text(names, dims)} of the session dtype {want}{hint}, "
+            f"{name}: expected {_shape_text(names, dims)} of {label} {want}{hint}, "
             f"got {got} with shape {list(arr.shape)}")
 
 
@@ -149,8 +152,9 @@ def positions_array(x: Any, name: str = "positions", rows: Optional[int] = None)
 
 def float32_array(x: Any, name: str, names: Sequence[str],
                   dims: Sequence[Optional[int]]) -> np.ndarray:
-    """A float32 array of the given shape (lse_active). Any float dtype of at most 4 bytes is
-    accepted and widened; float64 is refused (it would be rounded)."""
+    """A float32 array of the given shape (lse_active). Only float32 is accepted: float16 and
+    bfloat16 are refused rather than widened (the caller has the float32 it computed), and
+    float64 rather than rounded."""
     arr, stated = to_numpy(x, name)
     if stated is None and arr.dtype.kind == "f" and arr.dtype.itemsize == 4:
         pass
@@ -184,7 +188,7 @@ def queries_array(x: Any, geometry: Geometry,
     dims = (len(geometry.effective_scoring_layers), geometry.num_q_heads, None,
             geometry.head_dim)
     if query_dtype is not None:
-        want = dtype_name(query_dtype)
+        want = dtype_name(query_dtype, "query_dtype")
     elif stated is not None:
         want = stated
     elif arr.dtype.kind == "f" and arr.dtype.itemsize in (2, 4):
@@ -194,7 +198,7 @@ def queries_array(x: Any, geometry: Geometry,
             f"queries: expected {_shape_text(names, dims)} of float32, float16 or bfloat16, "
             f"got {arr.dtype.name} with shape {list(arr.shape)}"
             + (" (uint16 bits: pass query_dtype='bfloat16')" if arr.dtype.kind == "u" else ""))
-    _check_dtype(arr, stated, "queries", want, names, dims)
+    _check_dtype(arr, stated, "queries", want, names, dims, "the query dtype")
     _check_shape(arr, "queries", names, dims, want)
     if arr.shape[2] < 1:
         raise InvalidArgument("queries: num_tokens (axis 2) must be at least 1")

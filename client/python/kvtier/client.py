@@ -59,8 +59,9 @@ class Client:
                  max_message_bytes: int = 256 << 20) -> None:
         self.options = _core.Options(target, timeout, retries, retry_policy,
                                      offload_chunk_bytes, max_message_bytes)
-        self.channel = grpc.insecure_channel(self.options.grpc_target,
-                                             options=_core.channel_options(max_message_bytes))
+        self.channel = grpc.insecure_channel(
+            self.options.grpc_target,
+            options=_core.channel_options(self.options.max_message_bytes))
         self.stub = pb_grpc.KvTierStub(self.channel)
         self._health_check = self.channel.unary_unary(
             _health.CHECK_METHOD, request_serializer=_health.encode_request,

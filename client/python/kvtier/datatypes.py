@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from kvtier.errors import InvalidArgument, ProtocolError
 from kvtier.v1 import kvtier_pb2 as pb
 
 __all__ = [
@@ -31,40 +33,70 @@ _DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp3
                   "float": "float32"}
 _DTYPE_NAMES = {v[0]: k for k, v in DTYPES.items()}
 
+# The proto's integer types: (lowest, highest).
+_INT_RANGES = {
+    "int32": (-(1 << 31), (1 << 31) - 1),
+    "uint32": (0, (1 << 32) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1),
+    "uint64": (0, (1 << 64) - 1),
+}
 
-def dtype_name(dtype: Union[str, int, Any]) -> str:
+
+def int_field(value: Any, name: str, kind: str = "int32") -> int:
+    """``value`` as an int that fits the proto field type ``kind`` ("int32", "uint32",
+    "int64", "uint64"); InvalidArgument naming ``name`` for a non-int or a value out of
+    range (protobuf would raise a plain ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{name}: an int, got {type(value).__name__}")
+    lo, hi = _INT_RANGES[kind]
+    if not lo <= int(value) <= hi:
+        raise InvalidArgument(f"{name}: {int(value)} is outside the {kind} range [{lo}, {hi}]")
+    return int(value)
+
+
+def dtype_name(dtype: Union[str, int, Any], name: str = "dtype") -> str:
     """Normalizes a dtype given as "float16"/"fp16", the proto enum value, a numpy dtype
     (float16, float32, ml_dtypes.bfloat16) or a torch dtype to "float16", "bfloat16" or
-    "float32". ValueError for anything else."""
+    "float32". InvalidArgument (a ValueError) naming ``name`` for anything else."""
     if isinstance(dtype, (int, np.integer)) and not isinstance(dtype, bool):
         if int(dtype) in _DTYPE_NAMES:
             return _DTYPE_NAMES[int(dtype)]
-        raise ValueError(f"dtype: unknown DType enum value {int(dtype)}")
+        raise InvalidArgument(f"{name}: unknown DType enum value {int(dtype)}")
     if isinstance(dtype, (np.dtype, type)):
         try:
-            name = np.dtype(dtype).name
+            text = np.dtype(dtype).name
         except TypeError:
-            name = str(dtype)
+            text = str(dtype)
     else:
-        name = str(dtype).lower().removeprefix("torch.")
-    name = _DTYPE_ALIASES.get(name, name)
-    if name not in DTYPES:
-        raise ValueError(f"dtype: {dtype!r} is not one of float16, bfloat16, float32")
-    return name
+        text = str(dtype).lower().removeprefix("torch.")
+    text = _DTYPE_ALIASES.get(text, text)
+    if text not in DTYPES:
+        raise InvalidArgument(f"{name}: {dtype!r} is not one of float16, bfloat16, float32")
+    return text
 
 
 class _ProtoEnum(enum.IntEnum):
     @classmethod
-    def parse(cls, value: Union[str, int, "_ProtoEnum", None]) -> "_ProtoEnum":
+    def parse(cls, value: Union[str, int, "_ProtoEnum", None],
+              name: Optional[str] = None) -> "_ProtoEnum":
+        """The member named ``value`` (any case) or numbered ``value``; None: the default.
+        InvalidArgument naming the argument ``name`` (default: the class name in
+        snake_case, e.g. "return_mode") otherwise."""
         if value is None:
             return cls(0)
+        arg = name or re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+        names = ", ".join(m.name.lower() for m in cls)
         if isinstance(value, str):
             try:
                 return cls[value.upper()]
             except KeyError:
-                names = ", ".join(m.name.lower() for m in cls)
-                raise ValueError(f"{cls.__name__}: {value!r} is not one of {names}") from None
-        return cls(int(value))
+                raise InvalidArgument(f"{arg}: {value!r} is not one of {names}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidArgument(f"{arg}: a string or an int, got {type(value).__name__}")
+        try:
+            return cls(int(value))
+        except ValueError:
+            raise InvalidArgument(f"{arg}: {int(value)} is not one of {names}") from None
 
 
 class ReturnMode(_ProtoEnum):
@@ -104,13 +136,15 @@ class Geometry:
     scoring_layers: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", dtype_name(self.dtype))
-        object.__setattr__(self, "scoring_layers", tuple(int(x) for x in self.scoring_layers))
+        object.__setattr__(self, "dtype", dtype_name(self.dtype, "Geometry.dtype"))
+        object.__setattr__(self, "scoring_layers", tuple(
+            int_field(x, f"Geometry.scoring_layers[{i}]")
+            for i, x in enumerate(self.scoring_layers)))
         for name in ("num_layers", "num_q_heads", "num_kv_heads", "head_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"Geometry.{name}: an int, got {type(value).__name__}")
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, int_field(value, f"Geometry.{name}"))
 
     @property
     def element_bytes(self) -> int:
@@ -136,9 +170,14 @@ class Geometry:
 
     @classmethod
     def from_proto(cls, g: pb.Geometry) -> "Geometry":
+        """The geometry a server reported. ProtocolError for a dtype this SDK does not know
+        (DTYPE_UNSPECIFIED or a newer enum value): guessing one would misread the rows."""
+        dtype = _DTYPE_NAMES.get(g.dtype)
+        if dtype is None:
+            raise ProtocolError(f"geometry.dtype: the server reported DType {g.dtype}, which "
+                                "is not one of float16, bfloat16, float32")
         return cls(num_layers=g.num_layers, num_q_heads=g.num_q_heads,
-                   num_kv_heads=g.num_kv_heads, head_dim=g.head_dim,
-                   dtype=_DTYPE_NAMES.get(g.dtype, "float32") if g.dtype else "float32",
+                   num_kv_heads=g.num_kv_heads, head_dim=g.head_dim, dtype=dtype,
                    index_only=g.index_only, scoring_layers=tuple(g.scoring_layers))
 
 

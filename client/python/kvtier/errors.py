@@ -90,8 +90,9 @@ class Internal(KvtierError):
 
 
 class ProtocolError(Internal):
-    """The server's response stream broke the protocol (summary not first, chunks that do
-    not match the summary or the geometry, no ``done``)."""
+    """The server's response broke the protocol (summary not first, chunks that do not
+    match the summary or the geometry, no ``done``) or carries a value this SDK cannot read
+    (a geometry whose DType it does not know)."""
 
 
 class Unavailable(KvtierError, ConnectionError):
