@@ -55,8 +55,10 @@ class AsyncClient:
         await self.close()
 
     async def _with_retries(self, attempt: Callable[[float, List[bool]], Awaitable[T]],
-                            timeout: Optional[float], retry: bool = True) -> T:
-        deadline = self.options.deadline(timeout)
+                            timeout: Optional[float], retry: bool = True, *,
+                            deadline: Optional[float] = None) -> T:
+        if deadline is None:
+            deadline = self.options.deadline(timeout)
         n = 0
         while True:
             n += 1
@@ -80,16 +82,17 @@ class AsyncClient:
         return await self._with_retries(attempt, timeout, retry)
 
     async def _geometry(self, session_id: str, geometry: Optional[Geometry],
-                        timeout: Optional[float]) -> Geometry:
+                        deadline: float) -> Geometry:
         if geometry is not None:
             return geometry
         cached = self._geometries.get(session_id)
         if cached is not None:
             return cached
-        return (await self.get_session(session_id, timeout=timeout)).geometry
+        return (await self.get_session(session_id,
+                                       timeout=_core.remaining(deadline))).geometry
 
     async def _collect(self, kind: str, method: Callable, request: Any, geometry: Geometry,
-                       timeout: Optional[float], retry: bool) -> _core.StreamCollector:
+                       deadline: float, retry: bool) -> _core.StreamCollector:
         async def attempt(t: float, may_retry: List[bool]) -> _core.StreamCollector:
             collector = _core.StreamCollector(kind, geometry)
             call = method(request, timeout=t)
@@ -103,7 +106,7 @@ class AsyncClient:
             collector.check_complete()
             return collector
 
-        return await self._with_retries(attempt, timeout, retry)
+        return await self._with_retries(attempt, None, retry, deadline=deadline)
 
     async def health(self, service: str = "", *, timeout: Optional[float] = None) -> str:
         """grpc.health.v1 Check: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN"
@@ -156,14 +159,16 @@ class AsyncClient:
                       timeout: Optional[float] = None) -> OffloadResult:
         """See Client.offload."""
         session_id = _core.session_id_arg(session_id)
-        g = await self._geometry(session_id, geometry, timeout)
+        deadline = self.options.deadline(timeout)  # covers the GetSession too
+        g = await self._geometry(session_id, geometry, deadline)
         chunker = _core.offload_chunker(self.options, session_id, g, positions, keys, values,
                                         layer_begin, importance)
 
         async def attempt(t: float, _: List[bool]) -> Any:
             return await self.stub.Offload(iter(chunker), timeout=t)
 
-        return OffloadResult.from_proto(await self._with_retries(attempt, timeout))
+        return OffloadResult.from_proto(
+            await self._with_retries(attempt, None, deadline=deadline))
 
     async def repair(self, session_id: str, queries: Any = None, budget: int = 0,
                      lse: Any = None, *, request_id: Optional[str] = None,
@@ -175,11 +180,12 @@ class AsyncClient:
                      timeout: Optional[float] = None) -> RepairResult:
         """See Client.repair."""
         session_id = _core.session_id_arg(session_id)
-        g = await self._geometry(session_id, geometry, timeout)
+        deadline = self.options.deadline(timeout)  # covers the GetSession too
+        g = await self._geometry(session_id, geometry, deadline)
         request = _core.repair_request(session_id, g, queries, budget, lse, request_id,
                                        return_mode, selector, burst_left, burst_right, seed,
                                        scoring_mode, query_dtype)
-        collector = await self._collect("repair", self.stub.Repair, request, g, timeout,
+        collector = await self._collect("repair", self.stub.Repair, request, g, deadline,
                                         retry=bool(request.request_id))
         return collector.repair_result(request.request_id)
 
@@ -189,9 +195,10 @@ class AsyncClient:
                       timeout: Optional[float] = None) -> PromoteResult:
         """See Client.promote."""
         session_id = _core.session_id_arg(session_id)
-        g = await self._geometry(session_id, geometry, timeout)
+        deadline = self.options.deadline(timeout)  # covers the GetSession too
+        g = await self._geometry(session_id, geometry, deadline)
         request = _core.promote_request(session_id, positions, return_mode)
-        collector = await self._collect("promote", self.stub.Promote, request, g, timeout,
+        collector = await self._collect("promote", self.stub.Promote, request, g, deadline,
                                         retry=True)
         return collector.promote_result()
 

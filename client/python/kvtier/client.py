@@ -80,11 +80,13 @@ class Client:
         self.close()
 
     def _with_retries(self, attempt: Callable[[float, List[bool]], T], timeout: Optional[float],
-                      retry: bool = True) -> T:
+                      retry: bool = True, *, deadline: Optional[float] = None) -> T:
         """Runs ``attempt(timeout_seconds, may_retry)`` until it succeeds or fails with an
         error that stands (see _core.next_wait). ``may_retry`` is a one-element list the
-        attempt sets to [False] once repeating it would be unsafe."""
-        deadline = self.options.deadline(timeout)
+        attempt sets to [False] once repeating it would be unsafe. ``deadline`` (monotonic):
+        the call's deadline when an earlier step already spent part of ``timeout``."""
+        if deadline is None:
+            deadline = self.options.deadline(timeout)
         n = 0
         while True:
             n += 1
@@ -105,16 +107,17 @@ class Client:
         return self._with_retries(lambda t, _: method(request, timeout=t), timeout, retry)
 
     def _geometry(self, session_id: str, geometry: Optional[Geometry],
-                  timeout: Optional[float]) -> Geometry:
+                  deadline: float) -> Geometry:
+        """``geometry``, the cached one, or GetSession's within the call's ``deadline``."""
         if geometry is not None:
             return geometry
         cached = self._geometries.get(session_id)
         if cached is not None:
             return cached
-        return self.get_session(session_id, timeout=timeout).geometry
+        return self.get_session(session_id, timeout=_core.remaining(deadline)).geometry
 
     def _collect(self, kind: str, method: Callable, request: Any, geometry: Geometry,
-                 timeout: Optional[float], retry: bool) -> _core.StreamCollector:
+                 deadline: float, retry: bool) -> _core.StreamCollector:
         def attempt(t: float, may_retry: List[bool]) -> _core.StreamCollector:
             collector = _core.StreamCollector(kind, geometry)
             call = method(request, timeout=t)
@@ -128,7 +131,7 @@ class Client:
             collector.check_complete()
             return collector
 
-        return self._with_retries(attempt, timeout, retry)
+        return self._with_retries(attempt, None, retry, deadline=deadline)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -200,11 +203,12 @@ class Client:
         UNAVAILABLE. Server errors name the failing chunk (``chunk N: ...``); the chunks
         before it stay stored."""
         session_id = _core.session_id_arg(session_id)
-        g = self._geometry(session_id, geometry, timeout)
+        deadline = self.options.deadline(timeout)  # covers the GetSession too
+        g = self._geometry(session_id, geometry, deadline)
         chunker = _core.offload_chunker(self.options, session_id, g, positions, keys, values,
                                         layer_begin, importance)
         response = self._with_retries(lambda t, _: self.stub.Offload(iter(chunker), timeout=t),
-                                      timeout)
+                                      None, deadline=deadline)
         return OffloadResult.from_proto(response)
 
     def repair(self, session_id: str, queries: Any = None, budget: int = 0, lse: Any = None, *,
@@ -225,11 +229,12 @@ class Client:
         idempotency key; None generates one so that a retry on UNAVAILABLE returns the same
         selection; "" sends none and disables retries."""
         session_id = _core.session_id_arg(session_id)
-        g = self._geometry(session_id, geometry, timeout)
+        deadline = self.options.deadline(timeout)  # covers the GetSession too
+        g = self._geometry(session_id, geometry, deadline)
         request = _core.repair_request(session_id, g, queries, budget, lse, request_id,
                                        return_mode, selector, burst_left, burst_right, seed,
                                        scoring_mode, query_dtype)
-        collector = self._collect("repair", self.stub.Repair, request, g, timeout,
+        collector = self._collect("repair", self.stub.Repair, request, g, deadline,
                                   retry=bool(request.request_id))
         return collector.repair_result(request.request_id)
 
@@ -240,9 +245,10 @@ class Client:
         ``[num_layers, len(positions), num_kv_heads, head_dim]`` in ``positions`` order.
         The rows stop being repair candidates. NotFound for a position not stored."""
         session_id = _core.session_id_arg(session_id)
-        g = self._geometry(session_id, geometry, timeout)
+        deadline = self.options.deadline(timeout)  # covers the GetSession too
+        g = self._geometry(session_id, geometry, deadline)
         request = _core.promote_request(session_id, positions, return_mode)
-        return self._collect("promote", self.stub.Promote, request, g, timeout,
+        return self._collect("promote", self.stub.Promote, request, g, deadline,
                              retry=True).promote_result()
 
     def release(self, session_id: str, positions: Any = None, whole_session: bool = False, *,

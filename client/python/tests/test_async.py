@@ -7,6 +7,7 @@ import pytest
 
 import kvtier
 from conftest import kv
+from test_retry_deadline import SLOW, record_timeout
 
 GEOM = kvtier.Geometry(num_layers=2, num_q_heads=4, num_kv_heads=2, head_dim=16,
                        dtype="float32")
@@ -85,3 +86,33 @@ async def test_async_unavailable_after_retries():
                                   retry_policy=policy) as c:
         with pytest.raises(kvtier.Unavailable):
             await c.stats()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["offload", "repair", "promote"])
+async def test_async_geometry_lookup_and_the_call_share_one_deadline(daemon, aclient, rng,
+                                                                     kind):
+    info = await aclient.open_session(GEOM)
+    keys = kv(rng, 2, 4, 2, 16, "float32")
+    await aclient.offload(info.session_id, [0, 1, 2, 3], keys, keys)
+    args, method = {
+        "offload": ((info.session_id, [4, 5], keys[:, :2], keys[:, :2]), "Offload"),
+        "repair": ((info.session_id, np.zeros((2, 4, 1, 16), np.float32), 2), "Repair"),
+        "promote": ((info.session_id, [0, 1]), "Promote"),
+    }[kind]
+    seen = {}
+    async with kvtier.AsyncClient(daemon.unix_target, timeout=60) as fresh:
+        real_get_session = fresh.get_session
+
+        async def slow_get_session(sid, *, timeout=None):
+            seen["get_session"] = timeout
+            await asyncio.sleep(SLOW)
+            return await real_get_session(sid, timeout=timeout)
+
+        fresh.get_session = slow_get_session
+        record_timeout(fresh.stub, method, seen)
+        await getattr(fresh, kind)(*args, timeout=5.0)
+    assert seen["get_session"] <= 5.0
+    assert seen[method] <= 5.0 - SLOW + 0.05, seen
+    await aclient.release(info.session_id, whole_session=True)
+

@@ -1,6 +1,7 @@
 """Retries on UNAVAILABLE (a daemon that starts late, a stopped daemon) and deadlines."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -103,3 +104,54 @@ def test_deadline_exceeded(client, rng):
     r = client.repair(info.session_id, q, budget=100, return_mode="positions", timeout=120)
     assert len(r.chosen) == 100
     client.release(info.session_id, whole_session=True)
+
+
+SMALL = kvtier.Geometry(num_layers=2, num_q_heads=4, num_kv_heads=2, head_dim=8,
+                        dtype="float32")
+SLOW = 0.5  # seconds the patched GetSession takes
+
+
+def record_timeout(stub, method, seen):
+    """Wraps stub.<method> so that the timeout each call gets is recorded in seen[method]."""
+    real = getattr(stub, method)
+
+    def call(request, timeout=None, **kwargs):
+        seen[method] = timeout
+        return real(request, timeout=timeout, **kwargs)
+
+    setattr(stub, method, call)
+
+
+def call_args(client, rng, kind):
+    """A stored session and the arguments of an offload, repair or promote on it."""
+    info = client.open_session(SMALL)
+    keys = kv(rng, 2, 4, 2, 8, "float32")
+    client.offload(info.session_id, [0, 1, 2, 3], keys, keys)
+    return info.session_id, {
+        "offload": ((info.session_id, [4, 5], keys[:, :2], keys[:, :2]), "Offload"),
+        "repair": ((info.session_id, np.zeros((2, 4, 1, 8), np.float32), 2), "Repair"),
+        "promote": ((info.session_id, [0, 1]), "Promote"),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["offload", "repair", "promote"])
+def test_geometry_lookup_and_the_call_share_one_deadline(daemon, client, rng, kind):
+    session_id, (args, method) = call_args(client, rng, kind)
+    seen = {}
+    # A new client has no cached geometry: the call looks it up with GetSession first.
+    with kvtier.Client(daemon.unix_target, timeout=60) as fresh:
+        real_get_session = fresh.get_session
+
+        def slow_get_session(sid, *, timeout=None):
+            seen["get_session"] = timeout
+            time.sleep(SLOW)
+            return real_get_session(sid, timeout=timeout)
+
+        fresh.get_session = slow_get_session
+        record_timeout(fresh.stub, method, seen)
+        getattr(fresh, kind)(*args, timeout=5.0)
+    assert seen["get_session"] <= 5.0
+    # The RPC got what was left of the same 5 s, not a fresh 5 s.
+    assert seen[method] <= 5.0 - SLOW + 0.05, seen
+    client.release(session_id, whole_session=True)
+
