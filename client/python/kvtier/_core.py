@@ -19,6 +19,7 @@ from kvtier.errors import InvalidArgument, ProtocolError
 from kvtier.v1 import kvtier_pb2 as pb
 
 DEFAULT_TARGET = "unix://kvtier-data/kvtierd.sock"
+DEFAULT_TENANT = "default"  # the server's name for the empty tenant (docs/API.md)
 _GEOMETRY_CACHE = 4096
 
 # The server's Repair/Promote payload chunks carry at most 4 MiB of keys + values
@@ -154,6 +155,23 @@ def open_request(geometry: Geometry, session_id: Optional[str], ttl_seconds: Opt
     ttl = 0 if ttl_seconds is None else int_field(ttl_seconds, "ttl_seconds", "uint32")
     return pb.OpenSessionRequest(geometry=geometry.to_proto(), tenant=tenant or "",
                                  ttl_seconds=ttl, session_id=session_id or "")
+
+
+def adoptable(request: pb.OpenSessionRequest, info: Any) -> bool:
+    """Whether the existing session ``info`` (a SessionInfo) is the one ``request`` would
+    have opened, so that an open_session retry answered ALREADY_EXISTS may return it: the
+    same tenant ("default" for none), the same geometry as the server stores it (scoring
+    layers filled in and sorted) and, when the request named one, the same TTL."""
+    if info.tenant != (request.tenant or DEFAULT_TENANT):
+        return False
+    if request.ttl_seconds and info.ttl_seconds != request.ttl_seconds:
+        return False
+    g = pb.Geometry()
+    g.CopyFrom(request.geometry)
+    layers = sorted(g.scoring_layers) or list(range(g.num_layers))
+    del g.scoring_layers[:]
+    g.scoring_layers.extend(layers)
+    return Geometry.from_proto(g) == info.geometry
 
 
 def offload_chunker(options: Options, session_id: str, geometry: Geometry, positions: Any,

@@ -12,7 +12,6 @@ import grpc.aio
 
 from kvtier import _core, _health
 from kvtier.arrays import DEFAULT_CHUNK_BYTES
-from kvtier.client import _same_geometry
 from kvtier.datatypes import (Geometry, OffloadResult, PauseResult, PromoteResult,
                               ReleaseResult, RepairResult, RetryPolicy, ReturnMode,
                               ScoringMode, Selector, SessionInfo, Stats)
@@ -144,7 +143,7 @@ class AsyncClient:
             except grpc.RpcError as e:
                 if (tries[0] > 1 and session_id and e.code() == grpc.StatusCode.ALREADY_EXISTS):
                     info = await self.get_session(session_id, timeout=t)
-                    if _same_geometry(request.geometry, info):
+                    if _core.adoptable(request, info):
                         return info.proto
                     raise AlreadyExists(e.details() or "") from None
                 raise

@@ -167,8 +167,9 @@ class Client:
 
         Retried on UNAVAILABLE. With a client-chosen ``session_id``, a retry that answers
         ALREADY_EXISTS (the lost first attempt created it) returns that session when its
-        geometry is the one asked for. Without one, a retry after a lost response may leave
-        an unused session behind; it expires with its TTL.
+        tenant, its geometry and (when ``ttl_seconds`` is given) its TTL are the ones asked
+        for, and raises AlreadyExists otherwise. Without one, a retry after a lost response
+        may leave an unused session behind; it expires with its TTL.
         Errors: InvalidArgument (field named), AlreadyExists, OutOfRange (ttl),
         ResourceExhausted."""
         request = _core.open_request(geometry, session_id, ttl_seconds, tenant)
@@ -181,7 +182,7 @@ class Client:
             except grpc.RpcError as e:
                 if (tries[0] > 1 and session_id and e.code() == grpc.StatusCode.ALREADY_EXISTS):
                     info = self.get_session(session_id, timeout=t)
-                    if _same_geometry(request.geometry, info):
+                    if _core.adoptable(request, info):
                         return info.proto
                     raise AlreadyExists(e.details() or "") from None
                 raise
@@ -285,13 +286,3 @@ class Client:
         """Server-wide occupancy per tier and counters."""
         return Stats.from_proto(self._unary(self.stub.Stats, pb.StatsRequest(), timeout))
 
-
-def _same_geometry(asked: pb.Geometry, info: SessionInfo) -> bool:
-    """Whether session ``info`` has the geometry ``asked`` for, as the server stores it
-    (scoring layers filled in and sorted)."""
-    g = pb.Geometry()
-    g.CopyFrom(asked)
-    layers = sorted(g.scoring_layers) or list(range(g.num_layers))
-    del g.scoring_layers[:]
-    g.scoring_layers.extend(layers)
-    return Geometry.from_proto(g) == info.geometry

@@ -7,7 +7,7 @@ import pytest
 
 import kvtier
 from conftest import kv
-from test_retry_deadline import SLOW, record_timeout
+from test_retry_deadline import SLOW, LostResponse, record_timeout
 
 GEOM = kvtier.Geometry(num_layers=2, num_q_heads=4, num_kv_heads=2, head_dim=16,
                        dtype="float32")
@@ -115,4 +115,26 @@ async def test_async_geometry_lookup_and_the_call_share_one_deadline(daemon, acl
     assert seen["get_session"] <= 5.0
     assert seen[method] <= 5.0 - SLOW + 0.05, seen
     await aclient.release(info.session_id, whole_session=True)
+
+
+@pytest.mark.asyncio
+async def test_async_open_session_retry_checks_the_tenant(aclient):
+    await aclient.open_session(GEOM, session_id="py-async-adopt", tenant="someone-else")
+    real = aclient.stub.OpenSession
+    calls = [0]
+
+    def open_session(request, timeout=None, **kwargs):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise LostResponse()  # the first attempt never reached the server
+        return real(request, timeout=timeout, **kwargs)
+
+    aclient.stub.OpenSession = open_session
+    with pytest.raises(kvtier.AlreadyExists):
+        await aclient.open_session(GEOM, session_id="py-async-adopt", tenant="me")
+    assert calls[0] == 2
+    calls[0] = 0
+    info = await aclient.open_session(GEOM, session_id="py-async-adopt", tenant="someone-else")
+    assert calls[0] == 2 and info.tenant == "someone-else"  # its own session: adopted
+    await aclient.release("py-async-adopt", whole_session=True)
 

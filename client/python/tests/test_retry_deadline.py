@@ -3,6 +3,7 @@
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -155,3 +156,63 @@ def test_geometry_lookup_and_the_call_share_one_deadline(daemon, client, rng, ki
     assert seen[method] <= 5.0 - SLOW + 0.05, seen
     client.release(session_id, whole_session=True)
 
+
+class LostResponse(grpc.RpcError):
+    """An UNAVAILABLE that the client retries (as when a response is lost)."""
+
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "connection lost"
+
+
+def lose_first_open(client, create_first):
+    """Makes the first OpenSession fail with UNAVAILABLE, after creating the session on the
+    server when create_first (a lost response) or without reaching it. Returns the call
+    counter."""
+    real = client.stub.OpenSession
+    calls = [0]
+
+    def open_session(request, timeout=None, **kwargs):
+        calls[0] += 1
+        if calls[0] == 1:
+            if create_first:
+                real(request, timeout=timeout, **kwargs)
+            raise LostResponse()
+        return real(request, timeout=timeout, **kwargs)
+
+    client.stub.OpenSession = open_session
+    return calls
+
+
+def test_open_session_retry_adopts_the_session_its_lost_attempt_opened(client):
+    calls = lose_first_open(client, create_first=True)
+    info = client.open_session(SMALL, session_id="py-adopt", ttl_seconds=600, tenant="t1")
+    assert calls[0] == 2  # the retry answered ALREADY_EXISTS and the session was adopted
+    assert (info.session_id, info.tenant, info.ttl_seconds) == ("py-adopt", "t1", 600)
+    client.release("py-adopt", whole_session=True)
+    # No tenant given: the server's "default" tenant matches.
+    calls = lose_first_open(client, create_first=True)
+    info = client.open_session(SMALL, session_id="py-adopt-default")
+    assert calls[0] == 2 and info.tenant == "default"
+    client.release("py-adopt-default", whole_session=True)
+
+
+@pytest.mark.parametrize("existing,asked", [
+    ({"tenant": "someone-else"}, {"tenant": "me"}),
+    ({"tenant": "me"}, {}),
+    ({"ttl_seconds": 600}, {"ttl_seconds": 900}),
+    ({"geometry": kvtier.Geometry(num_layers=2, num_q_heads=4, num_kv_heads=2, head_dim=8,
+                                  dtype="float16")}, {}),
+])
+def test_open_session_retry_never_adopts_another_session(client, existing, asked):
+    sid = "py-not-mine"
+    existing = dict(existing)
+    client.open_session(existing.pop("geometry", SMALL), session_id=sid, **existing)
+    try:
+        lose_first_open(client, create_first=False)  # the first attempt never reached it
+        with pytest.raises(kvtier.AlreadyExists):
+            client.open_session(SMALL, session_id=sid, **asked)
+    finally:
+        client.release(sid, whole_session=True)
