@@ -30,6 +30,9 @@ SERVER_PAYLOAD_CHUNK_BYTES = 4 << 20
 # rows take at least 40 bytes of K+V per chunk row.
 MESSAGE_OVERHEAD_BYTES = 1 << 20
 MIN_MESSAGE_BYTES = SERVER_PAYLOAD_CHUNK_BYTES + MESSAGE_OVERHEAD_BYTES
+# AsyncClient: arrays of at least this many bytes are converted, split and reassembled in a
+# worker thread (asyncio.to_thread) so that the event loop keeps running.
+THREAD_BYTES = 1 << 20
 
 
 def normalize_target(target: str) -> str:
@@ -96,6 +99,20 @@ class Options:
         if t <= 0:
             raise InvalidArgument("timeout: must be positive seconds")
         return time.monotonic() + t
+
+
+def nbytes(*arrays_: Any) -> int:
+    """Bytes of the given arrays/tensors, without converting them; an object that does not
+    say (a nested list) counts as large, since converting it is the slow part."""
+    total = 0
+    for x in arrays_:
+        if x is None:
+            continue
+        n = getattr(x, "nbytes", None)
+        if n is None and hasattr(x, "element_size") and hasattr(x, "numel"):
+            n = x.element_size() * x.numel()  # torch
+        total += THREAD_BYTES if not isinstance(n, (int, np.integer)) else int(n)
+    return total
 
 
 def remaining(deadline: float) -> float:

@@ -1,11 +1,16 @@
 """kvtier.AsyncClient: the asyncio client (grpc.aio). Same calls, arguments, results,
-errors and retry rules as :class:`kvtier.Client`, as coroutines."""
+errors and retry rules as :class:`kvtier.Client`, as coroutines.
+
+CPU-heavy work on large arrays (at least _core.THREAD_BYTES): converting and checking the
+offload batch, producing its chunks, building the repair signal, and copying received
+payload chunks into the result arrays runs in worker threads (asyncio.to_thread), so that
+the event loop keeps serving other tasks. Small calls stay on the loop."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, List, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, List, Optional, TypeVar
 
 import grpc
 import grpc.aio
@@ -98,7 +103,10 @@ class AsyncClient:
             try:
                 async for message in call:
                     may_retry[0] = False
-                    collector.feed(message)
+                    if message.ByteSize() >= _core.THREAD_BYTES:  # a large payload chunk
+                        await asyncio.to_thread(collector.feed, message)
+                    else:
+                        collector.feed(message)
             except KvtierError:
                 call.cancel()
                 raise
@@ -160,11 +168,16 @@ class AsyncClient:
         session_id = _core.session_id_arg(session_id)
         deadline = self.options.deadline(timeout)  # covers the GetSession too
         g = await self._geometry(session_id, geometry, deadline)
-        chunker = _core.offload_chunker(self.options, session_id, g, positions, keys, values,
-                                        layer_begin, importance)
+        args = (self.options, session_id, g, positions, keys, values, layer_begin, importance)
+        large = _core.nbytes(keys, values) >= _core.THREAD_BYTES
+        if large:
+            chunker = await asyncio.to_thread(_core.offload_chunker, *args)
+        else:
+            chunker = _core.offload_chunker(*args)
 
         async def attempt(t: float, _: List[bool]) -> Any:
-            return await self.stub.Offload(iter(chunker), timeout=t)
+            chunks = _chunks_in_thread(chunker) if large else iter(chunker)
+            return await self.stub.Offload(chunks, timeout=t)
 
         return OffloadResult.from_proto(
             await self._with_retries(attempt, None, deadline=deadline))
@@ -181,9 +194,12 @@ class AsyncClient:
         session_id = _core.session_id_arg(session_id)
         deadline = self.options.deadline(timeout)  # covers the GetSession too
         g = await self._geometry(session_id, geometry, deadline)
-        request = _core.repair_request(session_id, g, queries, budget, lse, request_id,
-                                       return_mode, selector, burst_left, burst_right, seed,
-                                       scoring_mode, query_dtype)
+        args = (session_id, g, queries, budget, lse, request_id, return_mode, selector,
+                burst_left, burst_right, seed, scoring_mode, query_dtype)
+        if _core.nbytes(queries, lse) >= _core.THREAD_BYTES:
+            request = await asyncio.to_thread(_core.repair_request, *args)
+        else:
+            request = _core.repair_request(*args)
         collector = await self._collect("repair", self.stub.Repair, request, g, deadline,
                                         retry=bool(request.request_id))
         return collector.repair_result(request.request_id)
@@ -237,3 +253,13 @@ class AsyncClient:
     async def stats(self, *, timeout: Optional[float] = None) -> Stats:
         """See Client.stats."""
         return Stats.from_proto(await self._unary(self.stub.Stats, pb.StatsRequest(), timeout))
+
+
+async def _chunks_in_thread(chunks: Iterable[Any]) -> AsyncIterator[Any]:
+    """Yields ``chunks``, each produced (sliced and copied to bytes) in a worker thread."""
+    it = iter(chunks)
+    while True:
+        chunk = await asyncio.to_thread(next, it, None)
+        if chunk is None:
+            return
+        yield chunk

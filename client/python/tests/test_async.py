@@ -1,11 +1,14 @@
 """Every RPC through kvtier.AsyncClient (grpc.aio) against the real kvtierd."""
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
 
 import kvtier
+import kvtier._core
+import kvtier.arrays
 from conftest import kv
 from test_retry_deadline import SLOW, LostResponse, record_timeout
 
@@ -138,3 +141,57 @@ async def test_async_open_session_retry_checks_the_tenant(aclient):
     assert calls[0] == 2 and info.tenant == "someone-else"  # its own session: adopted
     await aclient.release("py-async-adopt", whole_session=True)
 
+
+@pytest.mark.asyncio
+async def test_async_large_arrays_are_handled_off_the_event_loop(aclient, rng, monkeypatch):
+    loop_thread = threading.get_ident()
+    threads = {"convert": set(), "chunk": set(), "signal": set(), "reassemble": set()}
+
+    def recorded(name, fn):
+        def wrapper(*args, **kwargs):
+            threads[name].add(threading.get_ident())
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(kvtier._core, "offload_chunker",
+                        recorded("convert", kvtier._core.offload_chunker))
+    monkeypatch.setattr(kvtier._core, "repair_request",
+                        recorded("signal", kvtier._core.repair_request))
+    real_feed = kvtier._core.StreamCollector.feed
+
+    def feed(self, message):
+        if message.WhichOneof("kind") == "chunk":
+            threads["reassemble"].add(threading.get_ident())
+        return real_feed(self, message)
+
+    monkeypatch.setattr(kvtier._core.StreamCollector, "feed", feed)
+    real_iter = kvtier.arrays.OffloadChunker.__iter__
+
+    def chunks(self):
+        for chunk in real_iter(self):
+            threads["chunk"].add(threading.get_ident())
+            yield chunk
+
+    monkeypatch.setattr(kvtier.arrays.OffloadChunker, "__iter__", chunks)
+
+    async def roundtrip(geometry, rows, tokens):
+        info = await aclient.open_session(geometry)
+        keys = kv(rng, geometry.num_layers, rows, geometry.num_kv_heads, geometry.head_dim,
+                  "float32")
+        await aclient.offload(info.session_id, np.arange(rows), keys, keys)
+        q = rng.standard_normal((geometry.num_layers, geometry.num_q_heads, tokens,
+                                 geometry.head_dim)).astype(np.float32)
+        r = await aclient.repair(info.session_id, q, budget=rows)
+        assert np.array_equal(r.keys, keys[:, r.chosen])
+        await aclient.release(info.session_id, whole_session=True)
+
+    # Small: everything stays on the loop.
+    await roundtrip(GEOM, 8, 1)
+    assert all(t == {loop_thread} for t in threads.values()), threads
+    for t in threads.values():
+        t.clear()
+    # Large: 2 MiB keys, 4 MiB payload chunks, 1 MiB of queries: worker threads only.
+    big = kvtier.Geometry(num_layers=2, num_q_heads=8, num_kv_heads=8, head_dim=128,
+                          dtype="float32")
+    await roundtrip(big, 256, 128)
+    assert all(t and loop_thread not in t for t in threads.values()), threads
