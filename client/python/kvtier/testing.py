@@ -109,6 +109,17 @@ class Daemon:
                 close_fds=True)
         self.pid = self._proc.pid
         self._exit_code = None
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            # Whatever stopped the wait (its own checks, KeyboardInterrupt in the poll sleep,
+            # an OSError reading the ready file): never leave the child running.
+            if self._proc.poll() is None:
+                self._kill()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + timeout
         while True:
             code = self._proc.poll()

@@ -62,3 +62,39 @@ def test_testing_imports_without_numpy_or_grpc():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd="/", check=True)
     assert out.stdout.strip() == "Daemon"
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
+def test_daemon_is_killed_when_the_startup_wait_fails(monkeypatch, failure):
+    # Something outside Daemon's own checks stops the wait for the ready file (Ctrl-C, an
+    # OSError reading it): the child must not be left running.
+    started = []
+
+    class RecordingPopen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    real_open = open
+
+    def failing_open(path, *args, **kwargs):
+        if str(path).endswith("ready.json"):
+            raise failure("injected")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(kvtier.testing.subprocess, "Popen", RecordingPopen)
+    monkeypatch.setattr(kvtier.testing, "open", failing_open, raising=False)
+    # The failed constructor itself must stop the child, not Daemon.__del__'s last resort
+    # (which runs only once nothing, e.g. a kept traceback, holds the object).
+    monkeypatch.setattr(kvtier.testing.Daemon, "__del__", lambda self: None)
+    try:
+        with pytest.raises(failure, match="injected"):
+            kvtier.testing.Daemon(timeout=60)
+        assert len(started) == 1
+        # Killed and reaped (returncode set by wait: SIGKILL), not left running.
+        assert started[0].returncode == -9, started[0].poll()
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
