@@ -84,10 +84,7 @@ async def run(args) -> int:
         failures += errors
     print(f"{args.sessions} sessions concurrently in {wall:.2f} s "
           f"(sum of their own times {sum(r[2] for r in results):.2f} s)")
-    for failure in failures:
-        print(f"FAIL: {failure}", file=sys.stderr)
-    print("OK" if not failures else f"{len(failures)} check(s) failed")
-    return 1 if failures else 0
+    return toy_model.report(failures)
 
 
 def main() -> int:

@@ -114,10 +114,7 @@ def main() -> int:
         client.release(sid, whole_session=True)
         client.close()
 
-    for failure in failures:
-        print(f"FAIL: {failure}", file=sys.stderr)
-    print("OK" if not failures else f"{len(failures)} check(s) failed")
-    return 1 if failures else 0
+    return toy_model.report(failures)
 
 
 if __name__ == "__main__":

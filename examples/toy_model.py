@@ -20,6 +20,7 @@ models is carried by low-frequency dimensions.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,3 +135,11 @@ def attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, shape: 
     p = np.exp(s - logsumexp(s)[..., None])
     v = values.astype(np.float64)[:, :, np.arange(shape.num_q_heads) // shape.group, :]
     return p, np.einsum("lhtn,lnhd->lhtd", p, v)
+
+
+def report(failures: list[str]) -> int:
+    """Prints each failed check to stderr and OK or a count; the example's exit status."""
+    for failure in failures:
+        print(f"FAIL: {failure}", file=sys.stderr)
+    print("OK" if not failures else f"{len(failures)} check(s) failed")
+    return 1 if failures else 0
