@@ -351,7 +351,7 @@ def main() -> int:
             daemon.stop()
     print(f"{args.cases} cases, {cfg.num_offloaded} offloaded rows, "
           f"{cfg.num_target_rows} target rows each")
-    print("packing  selector  K    recall   s.e.   hypergeometric mean K*n/N")
+    print("packing  selector  K    recall   s.e.   K/M (expected recall of single-row Random-K)")
     for (packing, selector, budget), (mean, se, _) in summarize(rows).items():
         print(f"{packing:8} {selector:9} {budget:<4} {mean:7.3f} {se:6.3f}   "
               f"{budget / cfg.num_offloaded:.3f}")
