@@ -492,8 +492,10 @@ class Model:
                                    [first_position])[0]
 
     def generate_batch(self, prompts, caches, max_new_tokens: int,
-                       first_positions=None) -> list[list[int]]:
-        """``generate`` for several sequences at once (the weights' matmuls are shared)."""
+                       first_positions=None, strip_eos: bool = True) -> list[list[int]]:
+        """``generate`` for several sequences at once (the weights' matmuls are shared).
+        Every returned token but the last was fed to the cache; ``strip_eos=False`` keeps a
+        final EOS in the output."""
         n = len(caches)
         first_positions = first_positions or [None] * n
         pos = []
@@ -529,6 +531,8 @@ class Model:
             for i, st in zip(live, steps):
                 logits[i] = st.logits[-1]
                 nxt[i] += 1
+        if not strip_eos:
+            return outs
         return [[t for t in o if t not in self.eos_ids] for o in outs]
 
 
