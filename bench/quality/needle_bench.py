@@ -57,16 +57,16 @@ class Example:
     pass
 
 
-def make_example(model, rng, context: int) -> Example:
+def make_example(model, rng, context: int, needles: int = 4) -> Example:
     tok = model.tokenizer
     ex = Example()
-    names = list(rng.choice(NAMES, 4, replace=False))
-    values = [int(v) for v in rng.choice(np.arange(10000, 100000), 4, replace=False)]
-    depths = np.sort(rng.uniform(0.05, 0.95, 4))
-    order = rng.permutation(4)
+    names = [str(x) for x in rng.choice(NAMES, needles, replace=False)]
+    values = [int(v) for v in rng.choice(np.arange(10000, 100000), needles, replace=False)]
+    depths = np.sort(rng.uniform(0.05, 0.95, needles))
+    order = rng.permutation(needles)
     ex.names, ex.values, ex.depths = names, values, depths
-    ex.turn1 = [int(i) for i in order[:2]]
-    ex.turn2 = [int(i) for i in order[2:]]
+    ex.turn1 = [int(i) for i in order[:needles // 2]]
+    ex.turn2 = [int(i) for i in order[needles // 2:]]
     sents: list[str] = []
     per = len(tok.encode(" ".join(FILLER))) / len(FILLER)
     target = int(context / per)
@@ -75,7 +75,7 @@ def make_example(model, rng, context: int) -> Example:
         sents.extend(str(s) for s in rng.choice(FILLER, 16))
     while len(tok.encode(" ".join(sents))) > context - 40 and len(sents) > 8:
         sents = sents[:-4]
-    for i in sorted(range(4), key=lambda j: -depths[j]):
+    for i in sorted(range(needles), key=lambda j: -depths[j]):
         sents.insert(int(depths[i] * len(sents)),
                      f"The special code for {names[i]} is {values[i]}.")
     ex.haystack = " ".join(sents)
@@ -89,7 +89,7 @@ def make_example(model, rng, context: int) -> Example:
     text = "<|im_start|>system\n" + model.SYSTEM + "<|im_end|>\n<|im_start|>user\n" + ex.user1
     enc = tok._tok.encode(text, add_special_tokens=False)
     ex.needle_rows = []
-    for i in range(4):
+    for i in range(needles):
         s = text.index(f"The special code for {names[i]} is {values[i]}.")
         e = s + len(f"The special code for {names[i]} is {values[i]}.")
         ex.needle_rows.append(np.asarray(
@@ -259,7 +259,7 @@ class Bench:
                     example=idx, policy=policy, condition=cond, K=k, B=a.budget,
                     context_tokens=ex.n_ctx, rows=nrows, score=sum(h) / len(h),
                     needle_row_recall=round(recall, 4),
-                    turn1_score=sum(ex.turn1_hits) / 2, answer=text))
+                    turn1_score=sum(ex.turn1_hits) / len(ex.turn1_hits), answer=text))
             flush()
             return gen_s, offload_s
         finally:
@@ -306,6 +306,8 @@ def main() -> int:
     p.add_argument("--ks", default="8,16,32,48,64,96,128")
     p.add_argument("--policies", default="snapkv", help="comma list of " + ",".join(
         policies.POLICIES))
+    p.add_argument("--needles", type=int, default=4,
+                   help="needles per haystack; turn 1 asks for half, turn 2 the rest")
     p.add_argument("--sinks", type=int, default=4)
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--stale_tokens", type=int, default=24,
@@ -357,7 +359,7 @@ def main() -> int:
             for policy in pols:
                 # The donor of example 0's WrongQ signal: an extra example (index = N).
                 rng = np.random.default_rng([a.seed, a.examples])
-                donor = make_example(model, rng, a.context)
+                donor = make_example(model, rng, a.context, a.needles)
                 bench.prepare(donor, policy)
                 t2_pos = np.arange(donor.n_ctx, donor.n_ctx + len(donor.prompt2))
                 keep_b = policies.keep(donor.importance, a.budget, a.sinks, a.window)
@@ -367,7 +369,8 @@ def main() -> int:
                 donor.full_cache = None
                 for i in range(a.examples):
                     t0 = time.perf_counter()
-                    ex = make_example(model, np.random.default_rng([a.seed, i]), a.context)
+                    ex = make_example(model, np.random.default_rng([a.seed, i]), a.context,
+                                      a.needles)
                     bench.prepare(ex, policy)
                     gen_s, off_s = bench.run_example(i, ex, policy, donor, writer, f.flush)
                     ex.full_cache = None
