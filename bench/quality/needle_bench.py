@@ -227,11 +227,16 @@ class Bench:
                     wall = time.perf_counter() - t0
                     c = cache_b.copy()
                     chosen = np.asarray(r.chosen, np.int64)
+                    at = np.searchsorted(full.positions, chosen)
+                    if not (np.array_equal(r.keys, full._k[:, at])
+                            and np.array_equal(r.values, full._v[:, at])):
+                        raise RuntimeError(f"example {idx} {cond} K={k}: the rows kvtierd "
+                                           "returned differ from the rows offloaded")
                     c.insert(chosen, r.keys, r.values)
                     t1 = time.perf_counter()
                     # The rows go back to being evicted for the next condition.
                     client.offload(sid, chosen, r.keys, r.values, layer_begin=0,
-                                   importance=imp[np.searchsorted(full.positions, chosen)])
+                                   importance=imp[at])
                     reoffload = time.perf_counter() - t1
                     tm = r.timings
                     self.lat_rows.append(dict(
