@@ -306,6 +306,8 @@ def summarize(rows, ks):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=4)
+    p.add_argument("--first_example", type=int, default=0,
+                   help="index of the first example (to split one run over several calls)")
     p.add_argument("--context", type=int, default=2048, help="haystack tokens (approx.)")
     p.add_argument("--budget", type=int, default=256, help="base budget B (rows)")
     p.add_argument("--ks", default="8,16,32,48,64,96,128")
@@ -363,7 +365,7 @@ def main() -> int:
             writer = Tee()
             for policy in pols:
                 # The donor of example 0's WrongQ signal: an extra example (index = N).
-                rng = np.random.default_rng([a.seed, a.examples])
+                rng = np.random.default_rng([a.seed, a.first_example + a.examples])
                 donor = make_example(model, rng, a.context, a.needles)
                 bench.prepare(donor, policy)
                 t2_pos = np.arange(donor.n_ctx, donor.n_ctx + len(donor.prompt2))
@@ -372,7 +374,7 @@ def main() -> int:
                                    capture=True, last_logits_only=True)
                 donor.turn2_queries, donor.turn2_positions = st.queries, t2_pos
                 donor.full_cache = None
-                for i in range(a.examples):
+                for i in range(a.first_example, a.first_example + a.examples):
                     t0 = time.perf_counter()
                     ex = make_example(model, np.random.default_rng([a.seed, i]), a.context,
                                       a.needles)
@@ -382,7 +384,8 @@ def main() -> int:
                     donor = ex
                     mine = [r for r in rows if r["example"] == i and r["policy"] == policy]
                     sc = {(r["condition"], r["K"]): r["score"] for r in mine}
-                    print(f"[{policy} {i + 1}/{a.examples}] ctx {ex.n_ctx} tok, prefill "
+                    print(f"[{policy} {i + 1}/{a.first_example + a.examples}] "
+                          f"ctx {ex.n_ctx} tok, prefill "
                           f"{ex.prefill_s:.1f}s, turn1 {ex.answer1!r}, full {sc[('full', 0)]}"
                           f", norepair {sc[('norepair', 0)]}, K=96 repairkv "
                           f"{sc.get(('repairkv', 96))} matched {sc.get(('matched', 96))} "

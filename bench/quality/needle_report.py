@@ -48,11 +48,11 @@ def load(path):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("csv")
+    p.add_argument("csv", nargs="+", help="one or more CSVs of the same setting (joined)")
     p.add_argument("--plot", default=None)
     p.add_argument("--k", type=int, default=96, help="K of the detailed table")
     a = p.parse_args()
-    rows = load(a.csv)
+    rows = [r for path in a.csv for r in load(path)]
     acc = defaultdict(list)
     recall = defaultdict(list)
     for r in rows:
@@ -84,11 +84,13 @@ def main() -> int:
             else:
                 print(f"| {LABEL[cond]} | " + " | ".join(
                     f"{100 * np.mean(acc[(pol, cond, k)]):.1f}" for k in ks) + " |")
-    lat_path = a.csv[:-4] + "-latency.csv"
-    try:
-        lat = load(lat_path)
-    except FileNotFoundError:
-        lat = []
+    lat = []
+    for path in a.csv:
+        try:
+            lat += load(path[:-4] + "-latency.csv")
+        except FileNotFoundError:
+            pass
+    lat_path = a.csv[0][:-4] + "-latency.csv"
     if lat:
         stages = ("score_s", "select_s", "gather_s", "send_s", "server_total_s",
                   "client_wall_s", "reoffload_s")
@@ -116,7 +118,7 @@ def main() -> int:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(policies), figsize=(7 * len(policies), 4.8),
+        fig, axes = plt.subplots(1, len(policies), figsize=(9.5 * len(policies), 4.8),
                                  squeeze=False)
         for ax, pol in zip(axes[0], policies):
             for cond in ORDER:
@@ -135,7 +137,7 @@ def main() -> int:
             ax.set_xticks(ks)
             ax.set_ylim(-3, 103)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="center right")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(a.plot, dpi=110)
         print(f"\nplot: {a.plot}")
